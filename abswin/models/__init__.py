@@ -1,0 +1,8 @@
+"""Model code: pure PyTorch, no Lightning, no Hydra, no file formats."""
+
+from .hiera import Hiera
+from .mae import MaskedAutoencoderHiera
+from .pos_embed import absolute_to_abswin, window_similarity
+from .registry import create_model, list_models
+
+__all__ = ["Hiera", "MaskedAutoencoderHiera", "create_model", "list_models", "window_similarity", "absolute_to_abswin"]
