@@ -186,27 +186,30 @@ def absolute_to_abswin(
 ) -> AbswinDecomposition:
     """Split a learned absolute embedding into an abs-win window and global part.
 
-    The window part is the mean of the embedding over all windows (what repeats); the global
-    part is fitted to what remains: ``method="lstsq"`` solves for the global embedding whose
-    bicubic upsampling best reproduces the remainder (exact least squares, the upsampling is
-    separable and linear), ``method="pool"`` simply average-pools the remainder to the global
-    size. The report says how much of the original the decomposition reproduces.
+    ``method="pool"``: the window part is the mean of the embedding over all windows (what
+    repeats) and the global part is what remains, average-pooled to the global size.
+    ``method="lstsq"`` (default): the window and global parts that jointly reproduce the
+    embedding best under the exact composition ``tile(window) + bicubic(global)`` (a linear
+    least-squares problem shared by all channels). The report says how much of the original
+    embedding the decomposition reproduces.
     """
     x = _as_grid(pos.detach(), grid).double()
     c, gh, gw = x.shape
     wh, ww = _pair(window)
+    sh, sw = _pair(global_size)
     if gh % wh or gw % ww:
         raise ValueError(f"grid {gh}x{gw} is not a whole number of {wh}x{ww} windows")
-    win = x.reshape(c, gh // wh, wh, gw // ww, ww).mean(dim=(1, 3))[None]  # [1, C, wh, ww]
-    rest = x[None] - tile_window(win, (gh, gw))
-    size = _pair(global_size)
-    if method == "lstsq":
-        ah, aw = _bicubic_matrix(size[0], gh), _bicubic_matrix(size[1], gw)  # [gh, sh], [gw, sw]
-        # rest = Ah @ G @ Aw^T per channel  =>  G = pinv(Ah) @ rest @ pinv(Aw)^T
-        glob = torch.linalg.pinv(ah) @ rest[0] @ torch.linalg.pinv(aw).T
-        glob = glob[None]
-    elif method == "pool":
-        glob = F.adaptive_avg_pool2d(rest, size)
+    if method == "pool":
+        win = x.reshape(c, gh // wh, wh, gw // ww, ww).mean(dim=(1, 3))[None]
+        glob = F.adaptive_avg_pool2d(x[None] - tile_window(win, (gh, gw)), (sh, sw))
+    elif method == "lstsq":
+        # columns: one per window-embedding entry (tiling) and per global entry (bicubic upsampling)
+        tiling = tile_window(torch.eye(wh * ww, dtype=x.dtype).view(1, wh * ww, wh, ww), (gh, gw))
+        upsample = torch.kron(_bicubic_matrix(sh, gh), _bicubic_matrix(sw, gw))  # [gh*gw, sh*sw]
+        design = torch.cat([tiling[0].reshape(wh * ww, -1).T, upsample], dim=1)
+        coef = torch.linalg.pinv(design) @ x.reshape(c, -1).T  # [wh*ww + sh*sw, C]
+        win = coef[: wh * ww].T.reshape(1, c, wh, ww)
+        glob = coef[wh * ww :].T.reshape(1, c, sh, sw)
     else:
         raise ValueError(f"method={method!r} is not one of 'lstsq', 'pool'")
     recon = abswin_embed(win, glob, (gh, gw), antialias=False)

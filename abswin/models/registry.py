@@ -77,11 +77,11 @@ def model_args(name: str, **overrides) -> tuple[type, dict]:
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     cls, args = _MODELS[name]
-    args = dict(args, **{k: v for k, v in overrides.items() if v is not None or k in ("global_pos_size",)})
+    if overrides.get("num_frames") is not None and "num_frames" not in args:
+        raise ValueError(f"num_frames is only for video models; {name} is an image model")
+    args = dict(args, **{k: v for k, v in overrides.items() if v is not None or k == "global_pos_size"})
     img_size = args.pop("img_size")
     num_frames = args.pop("num_frames", None)
-    if "num_frames" in overrides and overrides["num_frames"] is not None and num_frames is None:
-        raise ValueError(f"num_frames is only for video models; {name} is an image model")
     if "input_size" not in args:
         hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         args["input_size"] = hw if num_frames is None else (num_frames, *hw)

@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine (both idempotent):
+#   make test   create .venv if missing, install the project with its test extras, run pytest
+#   make demo   same set-up, then the main job on the bundled demo data
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-all demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# re-install only when the project's requirements change
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m abswin.demo
+
+bench: $(STAMP)
+	$(PY) bench/model_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
