@@ -47,8 +47,9 @@ class Hiera(nn.Module):
         global_pos_size: size of the abs-win global embedding (paper default 7x7); ``None``
             or ``0`` for "window only" (Table 2).
         window_pos_embed: ``False`` for "global only" (Table 2).
-        global_pos_antialias: antialias when *shrinking* the global embedding (timm's
-            weights were trained with it); upsampling is unaffected.
+        global_pos_antialias: resize the global embedding with ``antialias=True``, i.e. the
+            PIL-style bicubic kernel (a=-0.5) rather than the plain one (a=-0.75); this changes
+            upsampling too, not only shrinking. timm's weights were trained with it on.
         pretrain_grid: for ``pos_embed="absolute"``, the token grid the parameter is kept at
             (the training grid). Running at another ``input_size`` resizes it naively on the
             fly: the bug, reproduced on purpose. Defaults to the input grid.

@@ -62,8 +62,10 @@ def tile_window(window: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
 def resize_global(glob: torch.Tensor, grid: Sequence[int], antialias: bool = False) -> torch.Tensor:
     """Bicubically resize a ``[1, C, h, w]`` global embedding to ``grid`` (align_corners=False).
 
-    ``antialias`` only matters when shrinking; timm's abs-win weights were trained with it on,
-    the paper authors' code (SAM2) with it off.
+    ``antialias`` selects another kernel, not only a low-pass filter for shrinking: with it,
+    PyTorch's bicubic uses the PIL-style kernel (a=-0.5) instead of the plain one (a=-0.75),
+    so the result differs when upsampling too. timm's abs-win weights were trained with it
+    on, the paper authors' code (SAM2) with it off.
     """
     grid = _pair(grid)
     if tuple(glob.shape[-2:]) == grid:
