@@ -1,0 +1,38 @@
+"""Lightning training: MAE pretraining and finetuning modules, callbacks, checkpoint IO, W&B.
+
+Modules know models and batches (``(images, labels)``), never files or configs; every number
+is a constructor argument, so Hydra can instantiate them with ``_target_``.
+"""
+
+from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, ThroughputMonitor, WindowSimilarityLogger
+from .checkpoint_io import AtomicCheckpointIO
+from .finetune import FinetuneModule
+from .pretrain import MAEPretrainModule
+from .schedule import WarmupCosine, build_lr_scheduler, schedule_steps
+from .wandb_utils import (
+    configure_wandb_env,
+    get_or_create_run_id,
+    make_wandb_logger,
+    read_run_id,
+    wandb_run_id,
+    write_run_id,
+)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "FinetuneModule",
+    "MAEPretrainModule",
+    "MAEReconstructionLogger",
+    "PosEmbedImageLogger",
+    "ThroughputMonitor",
+    "WarmupCosine",
+    "WindowSimilarityLogger",
+    "build_lr_scheduler",
+    "configure_wandb_env",
+    "get_or_create_run_id",
+    "make_wandb_logger",
+    "read_run_id",
+    "schedule_steps",
+    "wandb_run_id",
+    "write_run_id",
+]

@@ -1,0 +1,145 @@
+"""Supervised finetuning of Hiera as a LightningModule (paper, Appendix A, Table 13)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
+
+from ..models import create_model
+from .base import TrainingModule, resolve_lr, to_plain
+
+__all__ = ["FinetuneModule", "MixupCutmix", "soft_target_cross_entropy"]
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class MixupCutmix:
+    """timm-style batch mixing with torchvision's :class:`~torchvision.transforms.v2.MixUp` /
+    :class:`~torchvision.transforms.v2.CutMix`: per batch, CutMix with probability
+    ``switch_prob`` when both are on, else the one that is on. Returns images and soft
+    targets with label smoothing applied (``(1 - s) * mixed + s / num_classes``, which is
+    timm's ``mixup_target``). Works for images ``[B, C, H, W]`` and video ``[B, C, T, H, W]``
+    (the box is cut in H, W, the same in every frame). All randomness from the global RNG.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, num_classes: int,
+                 label_smoothing: float = 0.0):
+        self.mixup = v2.MixUp(alpha=mixup_alpha, num_classes=num_classes) if mixup_alpha > 0 else None
+        self.cutmix = v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes) if cutmix_alpha > 0 else None
+        self.switch_prob = switch_prob
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup is not None or self.cutmix is not None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixup is not None and self.cutmix is not None:
+            op = self.cutmix if float(torch.rand(())) < self.switch_prob else self.mixup
+        else:
+            op = self.mixup or self.cutmix
+        shape = images.shape
+        flat = images.reshape(shape[0], -1, *shape[-2:])  # video: fold T into channels
+        flat, target = op(flat, labels)
+        s = self.label_smoothing
+        target = target * (1.0 - s) + s / self.num_classes
+        return flat.reshape(shape), target
+
+
+class FinetuneModule(TrainingModule):
+    """Finetuning / supervised training. ``self.model`` is the :class:`~abswin.Hiera` classifier.
+
+    Args:
+        model_name: a classifier of the registry, e.g. ``"hiera_base_224"``.
+        model_kwargs: overrides for :func:`abswin.create_model` (``head_dropout``,
+            ``drop_path_rate``, ``img_size``, ``pos_embed``, ``grad_ckpt``, ...).
+        num_classes: classifier outputs.
+        lr, blr: exactly one; ``lr = blr * batch_size / 256`` for ``blr``.
+        batch_size: the GLOBAL effective batch, for the ``blr`` scaling.
+        weight_decay, layer_decay, betas: AdamW with layer-wise lr decay
+            (:func:`abswin.optim.param_groups_lrd`).
+        warmup_epochs (or ``warmup_steps``), min_lr: per-step warmup + cosine schedule.
+        mixup, cutmix, mixup_switch_prob: batch mixing alphas; off when both are 0, and for
+            batches of one sample.
+        label_smoothing: applied to the (mixed) targets.
+        step_seed: reseed the RNG per batch for exactly reproducible resumes.
+        compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
+
+    Logs ``train/loss``, ``train/lr``, ``train/throughput``, ``val/loss`` (plain cross-entropy),
+    ``val/acc1``, ``val/acc5`` (and ``test/...`` in ``trainer.test``).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict | None = None,
+        num_classes: int = 1000,
+        lr: float | None = None,
+        blr: float | None = None,
+        batch_size: int = 1024,
+        weight_decay: float = 0.05,
+        layer_decay: float = 0.65,
+        betas: tuple[float, float] | list[float] = (0.9, 0.999),
+        warmup_epochs: float = 5,
+        min_lr: float = 1e-6,
+        mixup: float = 0.8,
+        cutmix: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        label_smoothing: float = 0.1,
+        compile: bool = False,
+        warmup_steps: int | None = None,
+        step_seed: bool = True,
+    ):
+        super().__init__()
+        model_kwargs = to_plain(model_kwargs)
+        betas = list(to_plain(betas))
+        self.save_hyperparameters()
+        self.lr, self._lr_from_blr = resolve_lr(lr, blr, batch_size)
+        kwargs = dict(model_kwargs or {})
+        if kwargs.setdefault("num_classes", num_classes) != num_classes:
+            raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
+        self._set_model(create_model(model_name, **kwargs), compile)
+        self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
+        k5 = min(5, num_classes)
+        for stage in ("val", "test"):
+            setattr(self, f"{stage}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
+            setattr(self, f"{stage}_acc5", MulticlassAccuracy(num_classes, top_k=k5, average="micro"))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx: int):
+        images, labels = batch[0], batch[1]
+        if self.mix.enabled and images.shape[0] > 1:
+            images, target = self.mix(images, labels)
+            loss = soft_target_cross_entropy(self.model(images), target)
+        else:
+            loss = F.cross_entropy(self.model(images).float(), labels,
+                                   label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
+        self._log_lr()
+        return loss
+
+    def _eval_step(self, batch, stage: str):
+        images, labels = batch[0], batch[1]
+        logits = self.model(images).float()
+        loss = F.cross_entropy(logits, labels)
+        acc1, acc5 = getattr(self, f"{stage}_acc1"), getattr(self, f"{stage}_acc5")
+        acc1(logits, labels)
+        acc5(logits, labels)
+        bs = images.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
+        self.log(f"{stage}/acc1", acc1, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, "test")

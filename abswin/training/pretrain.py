@@ -1,0 +1,97 @@
+"""MAE pretraining of Hiera as a LightningModule (recipe of Ryali et al., 2023 / MAE)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..models import create_model
+from .base import TrainingModule, resolve_lr, to_plain
+
+__all__ = ["MAEPretrainModule", "fixed_mask"]
+
+
+def fixed_mask(model, x: torch.Tensor, mask_ratio: float, seed: int) -> torch.Tensor:
+    """A random mask-unit mask (``True`` = kept) from its own generator: the same for the
+    same ``seed`` and batch size every time, and it draws nothing from the global RNG."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    num_units = math.prod(model.mask_spatial_shape)
+    len_keep = int(num_units * (1 - mask_ratio))
+    noise = torch.rand(x.shape[0], num_units, generator=g, device=x.device)
+    ids = torch.argsort(noise, dim=1)[:, :len_keep]
+    mask = torch.zeros(x.shape[0], num_units, dtype=torch.bool, device=x.device)
+    return mask.scatter_(1, ids, True)
+
+
+class MAEPretrainModule(TrainingModule):
+    """MAE pretraining. ``self.model`` is the :class:`~abswin.MaskedAutoencoderHiera`.
+
+    Args:
+        model_name: an MAE model of the registry, e.g. ``"mae_hiera_base_224"``.
+        model_kwargs: overrides for :func:`abswin.create_model` (``img_size``, ``pos_embed``,
+            ``global_pos_size``, ``drop_path_rate``, ``grad_ckpt``, ...).
+        mask_ratio: fraction of mask units hidden from the encoder.
+        blr: base lr per 256 images; ``lr = blr * batch_size / 256``.
+        batch_size: the GLOBAL effective batch (per device x devices x accumulation), used
+            only for the lr scaling (a warning says when it differs from what runs).
+        weight_decay, betas: AdamW; no weight decay on 1-D parameters, position embeddings
+            and the mask token.
+        warmup_epochs: linear warmup, converted to steps with the steps per epoch;
+            ``warmup_steps`` (if not None) is used instead.
+        min_lr: end of the cosine decay.
+        lr: absolute lr instead of ``blr`` scaling (if not None).
+        val_mask_seed: seed of the validation masks (the same every epoch, so ``val/loss``
+            is comparable across epochs).
+        step_seed: reseed the RNG per batch for exactly reproducible resumes (see
+            :mod:`abswin.training.base`).
+        compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict | None = None,
+        mask_ratio: float = 0.6,
+        blr: float = 8e-4,
+        batch_size: int = 4096,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] | list[float] = (0.9, 0.95),
+        warmup_epochs: float = 40,
+        min_lr: float = 0.0,
+        compile: bool = False,
+        warmup_steps: int | None = None,
+        lr: float | None = None,
+        val_mask_seed: int = 0,
+        step_seed: bool = True,
+    ):
+        super().__init__()
+        model_kwargs = to_plain(model_kwargs)
+        betas = list(to_plain(betas))
+        self.save_hyperparameters()
+        self.lr, self._lr_from_blr = resolve_lr(lr, None if lr is not None else blr, batch_size)
+        self._set_model(create_model(model_name, **(model_kwargs or {})), compile)
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        return self.model(images, self.hparams.mask_ratio, mask=mask)
+
+    def training_step(self, batch, batch_idx: int):
+        images = batch[0]
+        loss = self.model(images, self.hparams.mask_ratio)[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
+        self._log_lr()
+        return loss
+
+    def _eval_step(self, batch, batch_idx: int, stage: str, dataloader_idx: int = 0):
+        images = batch[0]
+        seed = self.hparams.val_mask_seed + 1_000_003 * dataloader_idx + batch_idx
+        mask = fixed_mask(self.model, images, self.hparams.mask_ratio, seed)
+        loss = self.model(images, self.hparams.mask_ratio, mask=mask)[0]
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, batch_idx, "val", dataloader_idx)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, batch_idx, "test", dataloader_idx)

@@ -1,0 +1,111 @@
+"""Weights & Biases without surprises: never prompt, never block, resume the same run.
+
+* :func:`configure_wandb_env` — offline mode when there is no API key (unless ``WANDB_MODE``
+  is set), silent, no console capture.
+* a run directory keeps its W&B run id in ``<run_dir>/wandb_run_id.txt``
+  (:func:`get_or_create_run_id`); a resumed run reads it back and logs into the same W&B run
+  (``resume="allow"``). Only global rank 0 creates and writes the id.
+* :func:`make_wandb_logger` does both and returns a Lightning ``WandbLogger``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any, MutableMapping
+
+__all__ = [
+    "RUN_ID_FILENAME",
+    "configure_wandb_env",
+    "run_id_file",
+    "read_run_id",
+    "write_run_id",
+    "new_run_id",
+    "get_or_create_run_id",
+    "wandb_run_id",
+    "make_wandb_logger",
+]
+
+RUN_ID_FILENAME = "wandb_run_id.txt"
+
+
+def configure_wandb_env(environ: MutableMapping[str, str] | None = None) -> str:
+    """Set W&B environment defaults (only variables that are unset) and return the mode.
+
+    ``WANDB_MODE=offline`` when neither ``WANDB_API_KEY`` nor ``WANDB_MODE`` is set (a
+    ``wandb login`` in ``~/.netrc`` is not looked at: set ``WANDB_MODE=online`` to use it);
+    ``WANDB_SILENT=true``, ``WANDB_CONSOLE=off``.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("WANDB_API_KEY") and not env.get("WANDB_MODE"):
+        env["WANDB_MODE"] = "offline"
+    env.setdefault("WANDB_SILENT", "true")
+    env.setdefault("WANDB_CONSOLE", "off")
+    return env.get("WANDB_MODE", "online")
+
+
+def run_id_file(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / RUN_ID_FILENAME
+
+
+def read_run_id(run_dir: str | os.PathLike) -> str | None:
+    path = run_id_file(run_dir)
+    if not path.is_file():
+        return None
+    run_id = path.read_text().strip()
+    return run_id or None
+
+
+def write_run_id(run_dir: str | os.PathLike, run_id: str) -> Path:
+    """Write the id atomically (temp file + ``os.replace``)."""
+    path = run_id_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def new_run_id(length: int = 8) -> str:
+    """A W&B-style id (lowercase letters and digits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _global_rank() -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", None)
+    return int(rank) if rank is not None else int(os.environ.get("RANK", 0))
+
+
+def get_or_create_run_id(run_dir: str | os.PathLike) -> str | None:
+    """The run id saved in ``run_dir``; on global rank 0 a new one is created and saved if
+    there is none. Other ranks get the saved id or ``None`` (their logger logs nothing)."""
+    run_id = read_run_id(run_dir)
+    if run_id is None and _global_rank() == 0:
+        run_id = new_run_id()
+        write_run_id(run_dir, run_id)
+    return run_id
+
+
+wandb_run_id = get_or_create_run_id  # short name used by abswin.launch
+
+
+def make_wandb_logger(run_dir: str | os.PathLike, project: str | None = None, name: str | None = None,
+                      **kwargs: Any):
+    """A ``WandbLogger`` writing under ``run_dir`` whose run id persists in ``run_dir``, so
+    that restarting the job in the same directory continues the same W&B run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    mode = configure_wandb_env()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = kwargs.pop("id", None) or get_or_create_run_id(run_dir)
+    if run_id is not None and read_run_id(run_dir) != run_id and _global_rank() == 0:
+        write_run_id(run_dir, run_id)
+    kwargs.setdefault("offline", mode in ("offline", "dryrun"))
+    kwargs.setdefault("resume", "allow")
+    return WandbLogger(save_dir=str(run_dir), project=project, name=name, id=run_id, **kwargs)

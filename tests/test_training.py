@@ -1,0 +1,389 @@
+"""Lightning training: real (tiny, CPU) Trainer runs of MAE pretraining and finetuning, resume,
+checkpoint IO and W&B set-up. Model: ``hiera_atto_224`` at 64px, batches of 4."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pl = pytest.importorskip("lightning.pytorch")
+pytest.importorskip("torchmetrics")
+
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from abswin.training import (  # noqa: E402
+    AtomicCheckpointIO,
+    FinetuneModule,
+    MAEPretrainModule,
+    MAEReconstructionLogger,
+    PosEmbedImageLogger,
+    WarmupCosine,
+    WindowSimilarityLogger,
+    configure_wandb_env,
+    make_wandb_logger,
+    read_run_id,
+    wandb_run_id,
+)
+
+IMG = 64
+NUM_CLASSES = 10
+MODEL_KW = {"img_size": IMG}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models are tiny: one thread is as fast, and immune to stalls of multi-threaded
+    kernels when the machine's few cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class TinyData(pl.LightningDataModule):
+    """Smooth random images (bilinearly upsampled 4x4 noise; or linear ramps, which MAE learns
+    to fill in within a few dozen steps), random labels; fixed seed, no shuffling: the same
+    batches in every run."""
+
+    def __init__(self, n_train: int = 8, n_val: int = 4, batch_size: int = 4, seed: int = 0, ramps: bool = False):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+
+        def make(n):
+            if ramps:
+                u = torch.linspace(-1, 1, IMG)
+                c = torch.randn(n, 3, 3, 1, 1, generator=g)
+                x = c[:, :, 0] * u[:, None] + c[:, :, 1] * u[None, :] + c[:, :, 2]
+            else:
+                x = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=(IMG, IMG), mode="bilinear")
+            return TensorDataset(x, torch.randint(0, NUM_CLASSES, (n,), generator=g))
+
+        self.train_set, self.val_set = make(n_train), make(n_val)
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, drop_last=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=self.batch_size)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+
+class Recorder(pl.Callback):
+    """Per training batch: the largest group lr before the step and the loss."""
+
+    def __init__(self):
+        self.lrs, self.losses = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(max(g["lr"] for g in trainer.optimizers[0].param_groups))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def trainer(tmp_path, **kw) -> pl.Trainer:
+    args = dict(
+        accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+        logger=False, enable_checkpointing=False, log_every_n_steps=1, default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+    )
+    args.update(kw)
+    return pl.Trainer(**args)
+
+
+def finetune(**kw) -> FinetuneModule:
+    args = dict(model_name="hiera_atto_224", model_kwargs=dict(MODEL_KW), num_classes=NUM_CLASSES,
+                blr=1e-3, batch_size=4, warmup_epochs=0)
+    args.update(kw)
+    return FinetuneModule(**args)
+
+
+def read_csv_metrics(logger: CSVLogger) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if v not in ("", None):
+                    out.setdefault(k, []).append(float(v))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- schedule
+def test_warmup_cosine_schedule():
+    s = WarmupCosine(warmup_steps=4, total_steps=12, min_lr_ratio=0.1)
+    assert [s(i) for i in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert s(8) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert s(12) == pytest.approx(0.1) and s(100) == pytest.approx(0.1)
+    assert WarmupCosine(0, 10)(0) == 1.0
+
+
+# ---------------------------------------------------------------------------------------- MAE
+def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
+    pl.seed_everything(0, workers=True)
+    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW), blr=2e-3, batch_size=4, warmup_epochs=1)
+    lr = 2e-3 * 4 / 256
+    rec = Recorder()
+    logger = CSVLogger(str(tmp_path), name="mae")
+    t = trainer(tmp_path, max_epochs=2, logger=logger, callbacks=[
+        rec, WindowSimilarityLogger(), PosEmbedImageLogger(every_n_epochs=2), MAEReconstructionLogger(every_n_epochs=2),
+    ])
+    t.fit(module, datamodule=TinyData())  # 2 steps per epoch: warmup 2 steps, 4 in all
+    # warmup from 0 over one epoch, then cosine to min_lr=0
+    assert rec.lrs == pytest.approx([0.0, 0.5 * lr, lr, 0.5 * lr])
+    assert all(math.isfinite(x) for x in rec.losses)
+    m = read_csv_metrics(logger)
+    for key in ("train/loss", "train/lr", "train/throughput", "val/loss", "pos_embed/window_similarity"):
+        assert key in m and all(math.isfinite(v) for v in m[key]), key
+    assert m["train/lr"] == pytest.approx(rec.lrs[:len(m["train/lr"])])
+    assert len(m["val/loss"]) == 2
+    plots = sorted(p.name for p in (Path(logger.log_dir) / "plots").glob("*.png"))
+    assert plots == ["mae_reconstruction_epoch0001.png", "pos_embed_channels_epoch0001.png"]
+
+    # the checkpoint holds only primitive types and tensors, model keys under "model."
+    path = tmp_path / "mae.ckpt"
+    t.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert all(k.startswith("model.") for k in ckpt["state_dict"])
+    assert ckpt["hyper_parameters"]["model_kwargs"] == MODEL_KW
+    assert "rng_states" in ckpt
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_val_loss_uses_a_fixed_mask():
+    torch.manual_seed(0)
+    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW)).eval()
+    batch = (torch.randn(2, 3, IMG, IMG), torch.zeros(2, dtype=torch.long))
+    with torch.no_grad():
+        a = module._eval_step(batch, 0, "val")
+        b = module._eval_step(batch, 0, "val")
+    assert torch.equal(a, b)
+
+
+def test_mae_reconstruction_image_undoes_patch_normalisation():
+    """With a decoder that predicts the normalised patches exactly, the reconstruction column
+    is the original image (patch order, un-normalisation and folding are right)."""
+    from abswin import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mae_hiera_atto_224", img_size=IMG).eval()
+    x = torch.rand(2, 3, IMG, IMG)
+    p = model.pred_stride
+    patches = x.permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p).flatten(1, 2).flatten(2)
+    norm = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6) ** 0.5
+    model.forward_decoder = lambda latent, mask: (norm, torch.zeros(norm.shape[:2], dtype=torch.bool))
+    img = MAEReconstructionLogger(mean=(0, 0, 0), std=(1, 1, 1)).make_image(model, x, 0.6)
+    assert img.dtype == torch.uint8 and img.shape == (3, 2 * (IMG + 2) + 2, 3 * (IMG + 2) + 2)
+
+    def tile(r, c):
+        return img[:, 2 + r * (IMG + 2):][:, :IMG, 2 + c * (IMG + 2):][:, :, :IMG].int()
+
+    for r in range(2):
+        assert (tile(r, 0) - (x[r] * 255).round().int()).abs().max() <= 1
+        assert (tile(r, 2) - tile(r, 0)).abs().max() <= 1  # reconstruction == original
+        assert (tile(r, 1) == 128).all()  # everything masked: grey
+
+
+def test_mae_overfits_one_batch(tmp_path):
+    pl.seed_everything(0, workers=True)
+    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW), mask_ratio=0.6, lr=2e-3,
+                               warmup_steps=0, min_lr=2e-3, weight_decay=0.0)
+    rec = Recorder()
+    trainer(tmp_path, max_steps=30, limit_val_batches=0, callbacks=[rec]).fit(
+        module, datamodule=TinyData(n_train=4, ramps=True))
+    first, last = sum(rec.losses[:3]) / 3, sum(rec.losses[-3:]) / 3
+    assert last < 0.5 * first, (first, last)
+
+
+# ---------------------------------------------------------------------------------------- finetune
+@pytest.mark.parametrize("mixup", [True, False])
+def test_finetune_runs_logs_accuracy_and_layer_decay(tmp_path, mixup):
+    pl.seed_everything(0, workers=True)
+    kw = dict(mixup=0.8, cutmix=1.0) if mixup else dict(mixup=0.0, cutmix=0.0)
+    pos = "abswin" if mixup else "absolute"
+    module = finetune(layer_decay=0.5, model_kwargs=dict(MODEL_KW, pos_embed=pos, head_dropout=0.1), **kw)
+    assert module.mix.enabled == mixup
+    rec = Recorder()
+    t = trainer(tmp_path, max_steps=2, callbacks=[rec, WindowSimilarityLogger()])
+    t.fit(module, datamodule=TinyData())
+    assert all(math.isfinite(x) for x in rec.losses)
+    metrics = t.callback_metrics
+    for key in ("val/acc1", "val/acc5", "val/loss", "pos_embed/window_similarity"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    assert 0 <= float(metrics["val/acc1"]) <= float(metrics["val/acc5"]) <= 1
+
+    # layer-wise lr decay reaches the optimizer: lr ratios between groups are their lr_scale
+    groups = t.optimizers[0].param_groups
+    top = max(g["lr"] for g in groups)
+    num_blocks = len(module.model.blocks)
+    for g in groups:
+        assert g["lr"] / top == pytest.approx(g["lr_scale"])
+        assert g["lr_scale"] == pytest.approx(0.5 ** (num_blocks + 1 - g["layer_id"]))
+    assert min(g["lr_scale"] for g in groups) == pytest.approx(0.5 ** (num_blocks + 1))
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
+
+    test = t.test(module, datamodule=TinyData(), verbose=False)[0]
+    assert {"test/acc1", "test/acc5", "test/loss"} <= set(test)
+
+
+def test_finetune_overfits_one_batch(tmp_path):
+    pl.seed_everything(0, workers=True)
+    module = finetune(lr=2e-3, blr=None, mixup=0.0, cutmix=0.0, label_smoothing=0.0, warmup_steps=0,
+                      min_lr=2e-3, weight_decay=0.0, layer_decay=1.0)
+    rec = Recorder()
+    trainer(tmp_path, max_steps=30, limit_val_batches=0, callbacks=[rec]).fit(
+        module, datamodule=TinyData(n_train=4))
+    first, last = sum(rec.losses[:3]) / 3, sum(rec.losses[-3:]) / 3
+    assert last < 0.2 * first, (first, last)
+
+
+def test_mixup_cutmix_soft_targets_images_and_video():
+    from abswin.training.finetune import MixupCutmix
+
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 3])
+    for shape in [(4, 3, 16, 16), (4, 3, 2, 16, 16)]:
+        for alphas in [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)]:
+            mix = MixupCutmix(*alphas, switch_prob=0.5, num_classes=NUM_CLASSES, label_smoothing=0.1)
+            x = torch.randn(shape)
+            y, target = mix(x, labels)
+            assert y.shape == x.shape and target.shape == (4, NUM_CLASSES)
+            assert torch.allclose(target.sum(-1), torch.ones(4))
+            assert target.min() >= 0.1 / NUM_CLASSES - 1e-6  # smoothing reaches every class
+    assert not MixupCutmix(0.0, 0.0, 0.5, NUM_CLASSES).enabled
+
+
+def test_lr_xor_blr():
+    with pytest.raises(ValueError, match="exactly one"):
+        finetune(lr=1e-3)
+    with pytest.raises(ValueError, match="exactly one"):
+        finetune(blr=None)
+    assert finetune(blr=1e-3, batch_size=512).lr == pytest.approx(2e-3)
+
+
+def test_compile_keeps_checkpoint_keys():
+    module = finetune(compile=True)  # compiles lazily: nothing runs here
+    assert all(k.startswith("model.") and "_orig_mod" not in k for k in module.state_dict())
+
+
+def test_hyperparameters_from_omegaconf_are_plain():
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"model_kwargs": dict(MODEL_KW), "betas": [0.9, 0.99]})
+    module = finetune(model_kwargs=cfg.model_kwargs, betas=cfg.betas)
+    assert type(module.hparams.model_kwargs) is dict and type(module.hparams.betas) is list
+
+
+# ---------------------------------------------------------------------------------------- resume
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+def test_resume_is_exact(tmp_path):
+    """4 steps straight == 2 steps, checkpoint, resume to 4 — with dropout, drop path and
+    mixup on, validation between, and the checkpoint written by AtomicCheckpointIO."""
+
+    def run(root, ckpt_path=None, callbacks=()):
+        pl.seed_everything(0, workers=True)
+        module = finetune(model_kwargs=dict(MODEL_KW, head_dropout=0.3, drop_path_rate=0.1), warmup_epochs=1)
+        t = trainer(root, max_steps=4, plugins=[AtomicCheckpointIO()], callbacks=list(callbacks),
+                    enable_checkpointing=bool(callbacks))
+        t.fit(module, datamodule=TinyData(), ckpt_path=ckpt_path)
+        return module
+
+    ckpt_dir = tmp_path / "ckpt"
+    saver = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    straight = run(tmp_path / "a", callbacks=[saver])
+    mid = ckpt_dir / "step=2.ckpt"
+    assert mid.is_file()
+    ckpt = torch.load(mid, weights_only=True)
+    assert ckpt["global_step"] == 2 and "rng_states" in ckpt
+
+    restored = FinetuneModule.load_from_checkpoint(mid, weights_only=True)  # hparams rebuild the module
+    assert torch.equal(restored.model.head.projection.weight, ckpt["state_dict"]["model.head.projection.weight"])
+
+    resumed = run(tmp_path / "b", ckpt_path=str(mid))
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ
+    # and the run really moved past the checkpoint
+    assert not torch.equal(ckpt["state_dict"]["model.head.projection.weight"], a["head.projection.weight"])
+
+
+# ---------------------------------------------------------------------------------------- checkpoint IO
+class NotPlain:
+    pass
+
+
+def test_atomic_checkpoint_io(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "ckpts" / "last.ckpt"
+    first = {"state_dict": {"w": torch.arange(4.0)}, "epoch": 1, "hyper_parameters": {"lr": 0.1, "k": [1, 2]}}
+    io.save_checkpoint(first, path)
+    loaded = io.load_checkpoint(path)
+    assert torch.equal(loaded["state_dict"]["w"], first["state_dict"]["w"]) and loaded["epoch"] == 1
+    assert torch.load(path, weights_only=True)["hyper_parameters"] == {"lr": 0.1, "k": [1, 2]}
+
+    io.save_checkpoint({"obj": NotPlain()}, tmp_path / "unsafe.ckpt")
+    with pytest.raises(Exception):  # weights_only refuses arbitrary classes
+        io.load_checkpoint(tmp_path / "unsafe.ckpt")
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(4)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    still = io.load_checkpoint(path)
+    assert still["epoch"] == 1 and torch.equal(still["state_dict"]["w"], torch.arange(4.0))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left
+
+
+# ---------------------------------------------------------------------------------------- W&B
+def test_configure_wandb_env(monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE"):
+        monkeypatch.delenv(var, raising=False)
+    assert configure_wandb_env() == "offline"
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["WANDB_SILENT"] == "true" and os.environ["WANDB_CONSOLE"] == "off"
+
+    env = {"WANDB_API_KEY": "x" * 40, "WANDB_CONSOLE": "wrap"}
+    assert configure_wandb_env(env) == "online" and "WANDB_MODE" not in env
+    assert env["WANDB_CONSOLE"] == "wrap"  # set ones are kept
+    env = {"WANDB_MODE": "disabled"}
+    assert configure_wandb_env(env) == "disabled"
+
+
+def test_wandb_offline_run_and_run_id_reuse(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE", "WANDB_PROJECT", "WANDB_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    run_dir = tmp_path / "run"
+    pl.seed_everything(0, workers=True)
+    logger = make_wandb_logger(run_dir, project="abswin-test")
+    assert os.environ["WANDB_MODE"] == "offline"
+    run_id = read_run_id(run_dir)
+    assert run_id and logger.version == run_id
+    try:
+        t = trainer(tmp_path, max_steps=1, logger=logger, callbacks=[PosEmbedImageLogger()])
+        t.fit(finetune(), datamodule=TinyData(n_train=4))
+        assert logger.experiment.id == run_id
+    finally:
+        wandb.finish()
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert runs and all(r.name.endswith(run_id) for r in runs)
+    assert list((run_dir / "plots").glob("pos_embed_channels_*.png"))
+    # a restart in the same run directory continues the same W&B run
+    assert make_wandb_logger(run_dir, project="abswin-test").version == run_id
+    assert wandb_run_id(run_dir) == run_id
