@@ -27,7 +27,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m abswin.demo
+	$(PY) demo.py
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py

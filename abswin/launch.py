@@ -1,0 +1,119 @@
+"""What `train.py` and `finetune.py` share: from a composed Hydra config to `Trainer.fit`.
+
+This is the only library module that knows about Hydra/OmegaConf. It decides the run
+directory, resumption, W&B run identity and pretrained initialisation, then instantiates
+data, module, logger, callbacks and trainer from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("abswin")
+
+
+def init_tag(pretrained: str | None) -> str:
+    """Short name of the initialisation for run names: 'scratch' or the checkpoint's stem."""
+    if not pretrained:
+        return "scratch"
+    return Path(str(pretrained)).stem.replace("=", "-")
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("init_tag"):
+        OmegaConf.register_new_resolver("init_tag", init_tag)
+
+
+def resolve_resume(resume: Any, run_dir: Path) -> str | None:
+    """`resume`: false (fresh run), true (must continue), 'auto' (continue if possible) or a path."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume in (None, False, "false", "False"):
+        if last.exists():
+            raise FileExistsError(
+                f"{run_dir} already holds a run (checkpoints/last.ckpt): pass resume=true to continue it, "
+                f"or run_name=NEW_NAME to start another"
+            )
+        return None
+    if resume in (True, "true", "True"):
+        if not last.exists():
+            raise FileNotFoundError(f"resume=true but there is no {last} to continue; start with resume=false")
+        return str(last)
+    if resume == "auto":
+        return str(last) if last.exists() else None
+    path = Path(str(resume))
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
+    return str(path)
+
+
+def _instantiate_logger(cfg: DictConfig, run_dir: Path):
+    from hydra.utils import instantiate
+
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return False
+    kwargs = {}
+    if cfg.logger._target_.endswith("WandbLogger"):
+        from abswin.training import configure_wandb_env, wandb_run_id
+
+        configure_wandb_env()
+        kwargs["id"] = wandb_run_id(run_dir)
+    return instantiate(cfg.logger, **kwargs)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Fit (pretrain or finetune) as configured; returns the final metrics (also in results.json)."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    import abswin
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # one copy of each message, via Hydra's handlers
+        logging.getLogger(name).handlers.clear()
+    run_dir = Path(cfg.paths.run_dir)
+    ckpt_path = resolve_resume(cfg.resume, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data.datamodule)
+    module_kwargs = {}
+    if "num_classes" in cfg.module and cfg.module.num_classes is None:
+        module_kwargs["num_classes"] = datamodule.num_classes
+    module = instantiate(cfg.module, **module_kwargs)
+
+    pretrained = cfg.get("pretrained")
+    if pretrained and ckpt_path is None:  # a resumed run already holds its weights
+        report = abswin.load_checkpoint(module.model, pretrained)
+        log.info("initialised from %s:\n%s", pretrained, report)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    if trainer.is_global_zero:
+        results = {"metrics": metrics, "run_dir": str(run_dir), "checkpoints": str(run_dir / "checkpoints")}
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info("results: %s", json.dumps(metrics))
+    return metrics
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def main(cfg: DictConfig, metric: str) -> float | None:
+    """Entry-point body: bad input ends the run with one line on stderr, not a traceback."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return run(cfg).get(metric)
+    except (InstantiationException, *USER_ERRORS) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,23 @@
+"""Files -> batches ``(images float32 [B, 3, H, W] ImageNet-normalised, labels int64 [B])``.
+
+Knows nothing about models; every number is a constructor argument (Hydra ``_target_``).
+"""
+from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
+from .image_folder import ImageDataModule, ImageFolderDataset, ShardSampler, collate_skip_none
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
+
+__all__ = [
+    "DEMO_ROOT_DEFAULT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DemoDataModule",
+    "ImageDataModule",
+    "ImageFolderDataset",
+    "RandAugmentMstd",
+    "ShardSampler",
+    "build_demo_dataset",
+    "collate_skip_none",
+    "decode",
+    "eval_transform",
+    "train_transform",
+]

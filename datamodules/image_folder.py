@@ -1,0 +1,331 @@
+"""ImageNet-style folders (``ROOT/SPLIT/CLASS/*.JPEG``) as a LightningDataModule.
+
+Batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std,
+int64 ``[B]``. ``batch_size`` is GLOBAL; each rank loads its own shard (the trainer runs with
+``use_distributed_sampler: false``): train through ``DistributedSampler(drop_last=True)``, val/test
+through :class:`ShardSampler` (disjoint strided shards, no padded duplicates).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform, train_transform
+
+log = logging.getLogger("abswin.data")
+
+IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ROOT_HINT = "set data.root=/path/to/imagenet"
+
+
+# ---------------------------------------------------------------------------- classes and files
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def load_class_index(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, int]:
+    """Class folder name -> index from a JSON object ``{folder: index}`` or a text file with one
+    class folder per line (index = line number; blank lines and ``#`` comments skipped). A relative
+    ``path`` that does not exist is looked up under ``root``."""
+    p = Path(path).expanduser()
+    if not p.exists() and root is not None and not p.is_absolute():
+        p = Path(root) / p
+    if not p.is_file():
+        raise FileNotFoundError(f"class index file not found: {p} (set data.class_index=/path/to/file)")
+    text = p.read_text()
+    if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        return {str(k): int(v) for k, v in json.loads(text).items()}
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return {name: i for i, name in enumerate(names)}
+
+
+def check_split_dir(root: str | os.PathLike, split: str) -> Path:
+    """``root/split`` as a Path; a one-line FileNotFoundError when the root or the split folder is
+    missing or has no class folders."""
+    root_p = Path(root).expanduser()
+    if not root_p.is_dir():
+        raise FileNotFoundError(f"data root not found: {root_p} ({ROOT_HINT})")
+    split_dir = root_p / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder not found: {split_dir} ({ROOT_HINT} with {split}/CLASS/*.JPEG)")
+    if not _class_dirs(split_dir):
+        raise FileNotFoundError(f"no class folders in {split_dir} ({ROOT_HINT} with {split}/CLASS/*.JPEG)")
+    return split_dir
+
+
+class ImageFolderDataset(Dataset):
+    """Images in ``split_dir/CLASS/*`` with labels from ``class_to_idx``.
+
+    File paths are kept in one numpy bytes array (no per-sample Python objects, so forked workers
+    do not copy them on access). An image that cannot be decoded is logged (one line, on
+    ``abswin.data``), counted in :attr:`num_skipped` (per process: per worker with workers, the
+    caller's count with ``num_workers=0``) and returned as ``None``; :func:`collate_skip_none`
+    drops it.
+    """
+
+    def __init__(self, split_dir: str | os.PathLike, class_to_idx: dict[str, int],
+                 transform: Callable | None = None) -> None:
+        self.split_dir = Path(split_dir)
+        self.class_to_idx = dict(class_to_idx)
+        self.transform = transform
+        paths: list[bytes] = []
+        labels: list[int] = []
+        present = set(_class_dirs(self.split_dir))
+        ignored = sorted(present - set(self.class_to_idx))
+        if ignored:
+            log.warning("%d class folder(s) in %s are not in the class index and are ignored: %s",
+                        len(ignored), self.split_dir, ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
+        for name in sorted(present & set(self.class_to_idx)):
+            files = sorted(e.name for e in os.scandir(self.split_dir / name)
+                           if e.name.lower().endswith(IMG_EXTENSIONS) and e.is_file())
+            paths += [f"{name}/{f}".encode() for f in files]
+            labels += [self.class_to_idx[name]] * len(files)
+        if not paths:
+            raise FileNotFoundError(f"no images in {self.split_dir} ({ROOT_HINT} with CLASS/*.JPEG files)")
+        self.paths = np.array(paths)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.num_skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> Path:
+        return self.split_dir / self.paths[index].decode()
+
+    def __getitem__(self, index: int):
+        path = self.path(index)
+        try:
+            with open(path, "rb") as f:
+                img = decode(f.read())
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
+            self.num_skipped += 1
+            msg = " ".join(str(e).split())
+            log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, msg)
+            return None
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[index])
+
+
+def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """``default_collate`` after dropping ``None`` samples (unreadable images).
+
+    A batch in which every image was unreadable becomes an empty ``(images[0, 3, 0, 0],
+    labels[0])`` pair (practically never happens at real batch sizes)."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64)
+    images = torch.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+    return images, labels
+
+
+# ---------------------------------------------------------------------------- samplers and seeding
+class ShardSampler(Sampler[int]):
+    """Evaluation sampler: rank ``r`` of ``n`` gets indices ``r, r+n, r+2n, ...`` in order.
+
+    The shards are disjoint and cover the data set exactly once (no padding duplicates, unlike
+    ``DistributedSampler``), so summed metrics count each image once; shard sizes differ by at most
+    one. ``num_replicas``/``rank`` default to the initialised process group (else 1/0)."""
+
+    def __init__(self, data_source: Sequence | int, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.num_replicas = num_replicas if num_replicas is not None else (
+            torch.distributed.get_world_size() if dist_on else 1)
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist_on else 0)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
+        self.length = data_source if isinstance(data_source, int) else len(data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
+    its generator, so the whole pipeline follows ``seed``/``seed_everything``)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+# ---------------------------------------------------------------------------- the data module
+class ImageDataModule(pl.LightningDataModule):
+    """ImageNet-style folders ``root/{train_split,val_split}/CLASS/*``.
+
+    Args:
+        root: data set folder.
+        img_size: output size (square).
+        batch_size: GLOBAL batch; per device = ``batch_size // (world_size * accumulate_grad_batches)``
+            (from the attached trainer, in :meth:`setup`); must divide exactly.
+        num_workers: loader processes per rank.
+        mode: ``"finetune"`` (RandAugment + RandomErasing) or ``"pretrain"`` (MAE: crop + flip only,
+            the val split optional).
+        crop_pct: eval resize to ``int(img_size / crop_pct)`` then center crop.
+        scale: RandomResizedCrop area range; None: (0.08, 1) finetune, (0.2, 1) pretrain.
+        ratio: RandomResizedCrop aspect range.
+        hflip: horizontal flip probability.
+        randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob, randaug_num_bins:
+            :class:`~datamodules.transforms.RandAugmentMstd` (finetune only; ``randaug_mstd=None`` off).
+        random_erasing: RandomErasing probability (finetune only).
+        train_split, val_split: split folder names (``test_dataloader`` uses ``val_split``).
+        class_index: optional JSON ``{folder: index}`` or text file (one folder per line).
+        pin_memory (only when CUDA is available), persistent_workers (None: ``num_workers > 0``).
+        seed: loader seed: shuffling and the workers' augmentation seeds (offset by the rank; the
+            DistributedSampler uses it as is, 0 when None); None: drawn from the global torch RNG
+            (``seed_everything``). With ``num_workers=0`` augmentation uses the global torch RNG.
+    """
+
+    def __init__(
+        self,
+        root: str | None,
+        img_size: int = 224,
+        batch_size: int = 1024,
+        num_workers: int = 8,
+        mode: str = "finetune",
+        crop_pct: float = 0.875,
+        scale: Sequence[float] | None = None,
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        randaug_num_ops: int = 2,
+        randaug_magnitude: float = 9,
+        randaug_mstd: float | None = 0.5,
+        randaug_op_prob: float = 0.5,
+        randaug_num_bins: int = 11,
+        random_erasing: float = 0.25,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        class_index: str | None = None,
+        pin_memory: bool = True,
+        persistent_workers: bool | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        if mode not in ("finetune", "pretrain"):
+            raise ValueError(f"mode must be 'finetune' or 'pretrain', got {mode!r}")
+        if root is None:
+            raise FileNotFoundError(f"data root not set ({ROOT_HINT})")
+        self.root = Path(root).expanduser()
+        self.img_size = int(img_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.mode = mode
+        self.crop_pct = float(crop_pct)
+        if scale is None:
+            scale = (0.2, 1.0) if mode == "pretrain" else (0.08, 1.0)
+        self.scale = tuple(float(s) for s in scale)
+        self.ratio = tuple(float(r) for r in ratio)
+        self.hflip = float(hflip)
+        self.randaug = dict(randaug_num_ops=int(randaug_num_ops), randaug_magnitude=float(randaug_magnitude),
+                            randaug_mstd=None if randaug_mstd is None else float(randaug_mstd),
+                            randaug_op_prob=float(randaug_op_prob), randaug_num_bins=int(randaug_num_bins))
+        self.random_erasing = float(random_erasing)
+        self.train_split = train_split
+        self.val_split = val_split
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
+        self.seed = seed
+
+        train_dir = check_split_dir(self.root, train_split)
+        if class_index is not None:
+            self.class_to_idx = load_class_index(class_index, self.root)
+        else:
+            self.class_to_idx = {name: i for i, name in enumerate(_class_dirs(train_dir))}
+        self.num_classes = max(self.class_to_idx.values()) + 1
+        self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
+
+        self.train_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | None = None
+        self.per_device_batch_size = self.batch_size
+        self.world_size, self.rank = 1, 0
+
+    # ------------------------------------------------------------------ transforms
+    def train_transform(self):
+        if self.mode == "pretrain":  # MAE: RandomResizedCrop + flip only
+            return train_transform(self.img_size, self.scale, self.ratio, self.hflip, randaug_mstd=None,
+                                   random_erasing=0.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return train_transform(self.img_size, self.scale, self.ratio, self.hflip, **self.randaug,
+                               random_erasing=self.random_erasing, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def eval_transform(self):
+        return eval_transform(self.img_size, self.crop_pct, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.world_size = int(getattr(trainer, "world_size", 1))
+            self.rank = int(getattr(trainer, "global_rank", 0))
+            accumulate = int(getattr(trainer, "accumulate_grad_batches", 1))
+        else:
+            self.world_size, self.rank, accumulate = 1, 0, 1
+        div = self.world_size * accumulate
+        if self.batch_size % div:
+            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by world_size "
+                             f"{self.world_size} x accumulate_grad_batches {accumulate} = {div}")
+        self.per_device_batch_size = self.batch_size // div
+        if self.train_set is None:
+            self.train_set = ImageFolderDataset(check_split_dir(self.root, self.train_split),
+                                                self.class_to_idx, self.train_transform())
+        if self.val_set is None and self.val_split is not None:
+            val_dir = self.root / self.val_split
+            if self.mode == "pretrain" and not val_dir.is_dir():
+                log.info("no %s split at %s: pretraining without validation", self.val_split, val_dir)
+            else:
+                self.val_set = ImageFolderDataset(check_split_dir(self.root, self.val_split),
+                                                  self.class_to_idx, self.eval_transform())
+
+    # ------------------------------------------------------------------ loaders
+    def _generator(self, offset: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None  # the loader draws from the global torch RNG (seed_everything)
+        return torch.Generator().manual_seed(int(self.seed) + 1000 * offset + self.rank)
+
+    def _loader(self, dataset, sampler=None, shuffle=False, drop_last=False, generator=None) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.per_device_batch_size, sampler=sampler, shuffle=shuffle,
+            drop_last=drop_last, num_workers=self.num_workers, collate_fn=collate_skip_none,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=seed_worker, generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        gen = self._generator(0)
+        if self.world_size > 1:
+            sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank,
+                                         shuffle=True, seed=0 if self.seed is None else int(self.seed),
+                                         drop_last=True)
+            return self._loader(self.train_set, sampler=sampler, drop_last=True, generator=gen)
+        return self._loader(self.train_set, shuffle=True, drop_last=True, generator=gen)
+
+    def val_dataloader(self):
+        if self.train_set is None:
+            self.setup("validate")
+        if self.val_set is None:
+            return []
+        sampler = ShardSampler(self.val_set, self.world_size, self.rank)
+        return self._loader(self.val_set, sampler=sampler, generator=self._generator(1))
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable images skipped in this process (all of them with ``num_workers=0``; with
+        workers each worker counts and logs its own)."""
+        return sum(d.num_skipped for d in (self.train_set, self.val_set) if d is not None)

@@ -1,0 +1,154 @@
+"""Image decoding and the standard ImageNet train/eval transforms (torchvision ``transforms.v2``).
+
+Images are decoded to uint8 ``[3, H, W]`` tensors (libjpeg-turbo via ``torchvision.io``, PIL as the
+fallback); every geometric/colour op runs on uint8 tensors, then ``ToDtype`` + ``Normalize`` give
+float32 normalised with the ImageNet mean/std.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BICUBIC = v2.InterpolationMode.BICUBIC
+
+# torchvision 0.29 deprecates torchvision.io's decoders in favour of TorchCodec, warning on every
+# call; the pinned torchvision still ships them (libjpeg-turbo), so silence exactly that message.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """File bytes -> uint8 ``[3, H, W]`` (grayscale/alpha/palette -> RGB).
+
+    JPEG/PNG/WebP/GIF go through ``torchvision.io.decode_image`` (libjpeg-turbo / libpng); anything
+    else (BMP, TIFF, CMYK oddities, ...) through PIL. Raises if neither can decode the bytes
+    (corrupt or truncated files).
+    """
+    try:
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as tv_error:
+        import io
+
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except Exception as pil_error:  # noqa: BLE001 - both decoders failed: report the pair
+            raise OSError(f"torchvision: {tv_error}; PIL: {pil_error}") from pil_error
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class RandAugmentMstd(v2.RandAugment):
+    """torchvision's RandAugment with timm-style magnitude noise and per-op probability.
+
+    Per call (= per image): ``magnitude ~ N(magnitude, magnitude_std)``, rounded and clamped to
+    ``[0, num_magnitude_bins - 1]``; each of the ``num_ops`` ops is applied with probability
+    ``op_prob`` (done exactly by drawing the number of ops from Binomial(num_ops, op_prob), as ops are
+    chosen independently with replacement). With ``num_magnitude_bins=11`` the magnitude is on timm's
+    0..10 scale (``m9`` = 90% of each op's maximum).
+
+    Differences from timm's ``rand-m9-mstd0.5-inc1`` (what the MAE/Hiera finetuning recipes use):
+
+    * Op set: torchvision's 14 ops (Identity, ShearX/Y, TranslateX/Y, Rotate, Brightness, Color,
+      Contrast, Sharpness, Posterize, Solarize, AutoContrast, Equalize). timm's 15 "increasing" ops
+      have no Identity but add Invert and SolarizeAdd.
+    * "Increasing" (``inc1``): torchvision's ops already get stronger with the magnitude, with the
+      same ranges as timm's for shear (0.3), translate (~0.45 of the size), rotate (30 deg),
+      enhance ops (factor 1 +- 0.9*m/10) and solarize (threshold 256 -> 0); posterize differs:
+      torchvision goes from 8 down to 4 bits, timm's PosterizeIncreasing from 4 down to 0 bits.
+    * The magnitude is drawn once per image and shared by its ops (timm draws it per op), and it is
+      rounded to an integer bin (timm uses the continuous value).
+    * Geometric ops use one fixed interpolation (bilinear here; timm picks bilinear or bicubic at
+      random) and fill with the mean colour (as timm does) when ``fill`` is given.
+    * Ops run on uint8 tensors, not PIL images (tiny rounding differences).
+    """
+
+    def __init__(
+        self,
+        num_ops: int = 2,
+        magnitude: float = 9,
+        magnitude_std: float = 0.5,
+        op_prob: float = 0.5,
+        num_magnitude_bins: int = 11,
+        interpolation=v2.InterpolationMode.BILINEAR,
+        fill=None,
+    ) -> None:
+        super().__init__(num_ops=num_ops, magnitude=int(round(magnitude)),
+                         num_magnitude_bins=num_magnitude_bins, interpolation=interpolation, fill=fill)
+        self.mean_magnitude = float(magnitude)
+        self.magnitude_std = float(magnitude_std)
+        self.op_prob = float(op_prob)
+        self.max_num_ops = num_ops
+
+    def forward(self, *inputs):
+        m = self.mean_magnitude
+        if self.magnitude_std > 0:
+            m += self.magnitude_std * float(torch.randn(()))
+        self.magnitude = int(min(max(round(m), 0), self.num_magnitude_bins - 1))
+        n = self.max_num_ops
+        self.num_ops = int(torch.binomial(torch.tensor(float(n)), torch.tensor(self.op_prob))) if self.op_prob < 1 else n
+        return super().forward(*inputs)
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def train_transform(
+    img_size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    randaug_num_ops: int = 2,
+    randaug_magnitude: float = 9,
+    randaug_mstd: float | None = 0.5,
+    randaug_op_prob: float = 0.5,
+    randaug_num_bins: int = 11,
+    random_erasing: float = 0.25,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Training augmentation on uint8 ``[3, H, W]`` -> float32 normalised ``[3, img_size, img_size]``.
+
+    Bicubic RandomResizedCrop, horizontal flip (``hflip`` = probability, 0 = off), RandAugment
+    (:class:`RandAugmentMstd`; off when ``randaug_mstd`` is None or ``randaug_num_ops`` is 0),
+    ToDtype/Normalize, RandomErasing (probability ``random_erasing``, per-pixel normal noise like
+    timm's ``mode='pixel'``; 0 = off). MAE pretraining: ``scale=(0.2, 1.0)``, ``randaug_mstd=None``,
+    ``random_erasing=0``.
+    """
+    ops: list = [v2.RandomResizedCrop(img_size, scale=tuple(scale), ratio=tuple(ratio),
+                                      interpolation=BICUBIC, antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if randaug_mstd is not None and randaug_num_ops > 0:
+        fill = [int(round(255 * m)) for m in mean]
+        ops.append(RandAugmentMstd(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
+                                   randaug_num_bins, fill=fill))
+    ops += _normalize(mean, std)
+    if random_erasing > 0:
+        ops.append(v2.RandomErasing(p=random_erasing, value="random"))
+    return v2.Compose(ops)
+
+
+def eval_transform(
+    img_size: int,
+    crop_pct: float = 0.875,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Standard ImageNet evaluation: resize the shorter side to ``int(img_size / crop_pct)``
+    (bicubic, antialiased), center crop ``img_size``, normalise."""
+    return v2.Compose([
+        v2.Resize(int(img_size / crop_pct), interpolation=BICUBIC, antialias=True),
+        v2.CenterCrop(img_size),
+        *_normalize(mean, std),
+    ])

@@ -1,0 +1,117 @@
+"""Every shipped Hydra config composes, and its objects instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from abswin.launch import register_resolvers
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_resolvers()
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
+
+
+def _compose(config: str, overrides: list[str], run_dir: Path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config, overrides=[f"paths.run_dir={run_dir}", *overrides])
+
+
+def _task_of(experiment: str) -> str:
+    return "train" if "_mae" in experiment else "finetune"
+
+
+EXPERIMENTS = _names("experiment")
+
+
+def test_every_config_group_is_covered():
+    assert set(_names("model")) == {"hiera_atto", "hiera_t", "hiera_s", "hiera_b", "hiera_b_plus", "hiera_l", "hiera_h"}
+    assert {"demo", "imagefolder", "in1k"} <= set(_names("data"))
+    assert {"cpu", "gpu", "ddp", "multinode"} <= set(_names("trainer"))
+    assert set(_names("logger")) == {"wandb", "csv", "none"}
+    assert {"in1k_mae_hiera_b", "in1k_ft_hiera_l", "in1k_resolution_study", "in1k_sup"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_resolves(experiment, tmp_path):
+    cfg = _compose(_task_of(experiment), [f"experiment={experiment}"], tmp_path)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert resolved["module"]["model_name"].startswith(("hiera_", "mae_hiera_"))
+    import abswin
+
+    assert resolved["module"]["model_name"] in abswin.list_models()
+
+
+def test_table13_values_reach_the_config(tmp_path):
+    cfg = _compose("finetune", ["experiment=in1k_ft_hiera_l"], tmp_path)
+    assert cfg.module.lr == 1e-3 and cfg.trainer.max_epochs == 50
+    assert cfg.model.drop_path_rate == 0.2 and cfg.model.head_dropout == 0.9
+    assert cfg.data.batch_size == 1024 and cfg.module.mixup == 0.8 and cfg.module.cutmix == 1.0
+    cfg = _compose("train", ["experiment=in1k_mae_hiera_b"], tmp_path)
+    assert cfg.module.mask_ratio == 0.6 and cfg.data.batch_size == 4096 and cfg.trainer.max_epochs == 1600
+    assert cfg.module.blr * cfg.data.batch_size / 256 == pytest.approx(8e-4)
+
+
+@pytest.mark.parametrize("model", _names("model"))
+@pytest.mark.parametrize("config", ["train", "finetune"])
+def test_every_model_size_instantiates(config, model, tmp_path):
+    cfg = _compose(config, [f"model={model}"], tmp_path)
+    kwargs = {"num_classes": 10} if config == "finetune" else {}
+    if model == "hiera_atto":  # really built, with its mixup/cutmix
+        module = instantiate(cfg.module, **kwargs)
+    else:
+        if config == "finetune":  # torch.distributions (mixup) cannot live on 'meta'
+            kwargs.update(mixup=0.0, cutmix=0.0)
+        with torch.device("meta"):  # full-size models without allocating their weights
+            module = instantiate(cfg.module, **kwargs)
+    assert module.model.input_size == (64, 64)
+
+
+@pytest.mark.parametrize("trainer", _names("trainer"))
+def test_every_trainer_instantiates(trainer, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    cfg = _compose("finetune", [f"trainer={trainer}"], tmp_path)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 1
+    t = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert t.max_epochs == cfg.trainer.max_epochs
+    if trainer == "multinode":
+        assert cfg.trainer.num_nodes == 2
+
+
+@pytest.mark.parametrize("logger", _names("logger"))
+def test_every_logger_instantiates(logger, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    from abswin.launch import _instantiate_logger
+
+    cfg = _compose("finetune", [f"logger={logger}"], tmp_path)
+    lg = _instantiate_logger(cfg, tmp_path)
+    if logger == "none":
+        assert lg is False
+    else:
+        assert lg.save_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("config", ["train", "finetune"])
+def test_every_callback_instantiates(config, tmp_path):
+    cfg = _compose(config, [], tmp_path)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    names = {type(c).__name__ for c in callbacks}
+    assert {"ModelCheckpoint", "WindowSimilarityLogger", "PosEmbedImageLogger"} <= names
+    assert ("MAEReconstructionLogger" in names) == (config == "train")
+
+
+def test_slurm_launcher_composes(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("finetune", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.nodes == 4 and cfg.hydra.launcher.gpus_per_node == 8
