@@ -94,6 +94,8 @@ class ImageFolderDataset(Dataset):
         self.paths = np.array(paths)
         self.labels = np.array(labels, dtype=np.int64)
         self.num_skipped = 0
+        self.seed: int | None = None  # set: each sample's augmentation depends on (seed, epoch, index) only
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -112,7 +114,12 @@ class ImageFolderDataset(Dataset):
             log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, msg)
             return None
         if self.transform is not None:
-            img = self.transform(img)
+            if self.seed is None:
+                img = self.transform(img)
+            else:  # reproducible whatever the worker count, and across resumes
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(hash((self.seed, self.epoch, index)) % 2**63)
+                    img = self.transform(img)
         return img, int(self.labels[index])
 
 
@@ -152,6 +159,23 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.num_replicas))
+
+
+class EpochSampler(DistributedSampler):
+    """Training sampler (one or many ranks) whose order and augmentations depend only on
+    (seed, epoch): Lightning calls :meth:`set_epoch` before each epoch, which sets the shuffle
+    order (as ``DistributedSampler``) and tells the dataset the epoch its per-sample augmentation
+    seeds derive from. A run resumed at epoch ``e`` sees exactly the batches of an uninterrupted
+    run. Workers are re-created each epoch so they see the new epoch."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        dataset.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.dataset.epoch = epoch
 
 
 def seed_worker(worker_id: int) -> None:
@@ -294,24 +318,22 @@ class ImageDataModule(pl.LightningDataModule):
             return None  # the loader draws from the global torch RNG (seed_everything)
         return torch.Generator().manual_seed(int(self.seed) + 1000 * offset + self.rank)
 
-    def _loader(self, dataset, sampler=None, shuffle=False, drop_last=False, generator=None) -> DataLoader:
+    def _loader(self, dataset, sampler=None, shuffle=False, drop_last=False, generator=None,
+                persistent: bool = True) -> DataLoader:
         return DataLoader(
             dataset, batch_size=self.per_device_batch_size, sampler=sampler, shuffle=shuffle,
             drop_last=drop_last, num_workers=self.num_workers, collate_fn=collate_skip_none,
-            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=self.persistent_workers and self.num_workers > 0,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and self.persistent_workers and self.num_workers > 0,
             worker_init_fn=seed_worker, generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        gen = self._generator(0)
-        if self.world_size > 1:
-            sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank,
-                                         shuffle=True, seed=0 if self.seed is None else int(self.seed),
-                                         drop_last=True)
-            return self._loader(self.train_set, sampler=sampler, drop_last=True, generator=gen)
-        return self._loader(self.train_set, shuffle=True, drop_last=True, generator=gen)
+        if self.seed is None and self.world_size == 1:  # follow the global RNG (seed_everything)
+            return self._loader(self.train_set, shuffle=True, drop_last=True)
+        sampler = EpochSampler(self.train_set, self.world_size, self.rank, int(self.seed or 0))
+        return self._loader(self.train_set, sampler=sampler, drop_last=True, persistent=False)
 
     def val_dataloader(self):
         if self.train_set is None:

@@ -1,0 +1,144 @@
+"""End to end: train.py / finetune.py on real image files, resume, sweeps, W&B offline, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+import abswin
+from abswin.launch import register_resolvers, run
+
+ROOT = Path(__file__).resolve().parents[1]
+register_resolvers()
+
+FAST = [
+    "model.pos_embed=abswin",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory) -> Path:
+    """A tiny ImageNet-style folder of real JPEGs (3 classes, colour-coded)."""
+    root = tmp_path_factory.mktemp("images")
+    g = torch.Generator().manual_seed(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    for split, n in (("train", 12), ("val", 4)):
+        for c, colour in enumerate(colours):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(-40, 40, (72, 80, 3), generator=g)
+                img = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(img).save(d / f"{i}.JPEG", quality=90)
+    return root
+
+
+def _cfg(config: str, run_dir: Path, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config, overrides=[f"paths.run_dir={run_dir}", *FAST, *overrides])
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_pretrain_then_finetune_on_image_folder(image_root, tmp_path):
+    data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64"]
+    pre_dir = tmp_path / "pre"
+    metrics = run(_cfg("train", pre_dir, [*data, "logger=csv"]))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert 0.0 <= metrics["pos_embed/window_similarity"] <= 1.0
+    ckpt = pre_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    assert list((pre_dir / "csv").rglob("metrics.csv")) and list(pre_dir.rglob("plots/mae_reconstruction_*.png"))
+
+    ft_dir = tmp_path / "ft"
+    metrics = run(_cfg("finetune", ft_dir, [*data, f"pretrained={ckpt}", "logger=none"]))
+    assert {"val/acc1", "val/acc5", "val/loss"} <= set(metrics)
+    results = json.loads((ft_dir / "results.json").read_text())
+    assert results["metrics"]["val/acc1"] == pytest.approx(metrics["val/acc1"])
+    # the finetuned encoder started from the MAE weights, not from scratch
+    pre = _weights(ckpt)
+    fresh = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3)
+    key = "model.pos_embed_window"
+    assert not torch.equal(pre[key], fresh.pos_embed_window)
+
+
+def test_finetune_at_another_resolution_from_a_224_checkpoint(tmp_path):
+    """`pretrained=` an official-format file at 224px, finetuned at 96px: abs-win needs no resize."""
+    src = abswin.create_model("hiera_atto_224", num_classes=1000)
+    torch.save({"model_state": src.state_dict()}, tmp_path / "official.pth")
+    metrics = run(_cfg("finetune", tmp_path / "ft", [f"pretrained={tmp_path / 'official.pth'}", "data.img_size=96"]))
+    assert "val/acc1" in metrics
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    straight = tmp_path / "straight"
+    run(_cfg("finetune", straight, ["trainer.max_epochs=2", "logger=none"]))
+    split = tmp_path / "split"
+    run(_cfg("finetune", split, ["trainer.max_epochs=1", "logger=none"]))
+    with pytest.raises(FileExistsError, match="resume=true"):
+        run(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none"]))
+    run(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none", "resume=true"]))
+    a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(split / "checkpoints" / "last.ckpt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=0, rtol=0, msg=k)
+
+
+def test_wandb_offline_writes_its_run_and_resumes_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run_dir = tmp_path / "wb"
+    run(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=1"]))
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    run(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=2", "resume=true"]))
+    assert {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")} == {run_id}
+
+
+def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ABSWIN_OUTPUT_ROOT=str(tmp_path), WANDB_MODE="offline")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_sweep_of_two_values_runs(tmp_path):
+    r = _cli(["finetune.py", "-m", "data.img_size=64,96", "logger=csv", *FAST], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = sorted(tmp_path.glob("finetune/sweep-*/*/results.json"))
+    assert len(results) == 2
+    assert "data.img_size=64" in results[0].parent.name and "data.img_size=96" in results[1].parent.name
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data=imagefolder", "data.root=/no/such/dir"], "data root not found: /no/such/dir (set data.root="),
+        (["data.img_size=100"], "img_size=100 is not allowed"),
+        (["pretrained=/no/such.pth"], "/no/such.pth"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    r = _cli(["finetune.py", *args, *FAST], tmp_path)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in r.stderr
