@@ -146,10 +146,11 @@ class Hiera(nn.Module):
         q_pool_blocks = [x + 1 for x in self.stage_ends[:q_pool]]
         flat_q_stride = math.prod(self.q_stride)
         flat_mu_size = self.mu_size
-        dpr = torch.linspace(0, drop_path_rate, sum(stages)).tolist()
+        depth = sum(stages)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth rule
         cur_stage = 0
         self.blocks = nn.ModuleList()
-        for i in range(sum(stages)):
+        for i in range(depth):
             dim_out = embed_dim
             use_mask_unit_attn = mask_unit_attn[cur_stage]  # lags by one block, as the official
             if i - 1 in self.stage_ends:
