@@ -145,16 +145,32 @@ def test_mae_training_gradients_match_official():
 
 # ---------------------------------------------------------------- performance-relevant behaviour
 def test_attention_uses_fused_kernel_not_math():
-    """With only the flash kernel allowed, our model runs; the official (5-D layout) cannot."""
+    """With only the flash kernel allowed, our model runs (window and global attention are 4-D
+    SDPA calls); the official model (5-D layout) cannot."""
     x = torch.randn(1, 3, 224, 224)
     ours = abswin.create_model("hiera_tiny_224").eval()
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         ours(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert ours(x).dtype == torch.bfloat16
     off = _official("hiera_tiny_224").eval()
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]), pytest.raises(RuntimeError):
         off(x)
+
+
+def test_cpu_bf16_attention_path_matches_sdpa():
+    """bf16 autocast on CPU takes explicit batched GEMMs (faster than the CPU flash kernel for
+    Hiera's short windows); it must agree with the SDPA path up to bf16 rounding."""
+    from abswin.models.layers import MaskUnitAttention
+
+    torch.manual_seed(0)
+    for units, q_stride in ((16, 4), (1, 1)):  # window attention with q-pooling, global attention
+        attn = MaskUnitAttention(32, 64, heads=2, q_stride=q_stride, window_size=64 // q_stride,
+                                 use_mask_unit_attn=units > 1)
+        x = torch.randn(2, 64 * units, 32)
+        ref = attn(x)  # fp32: SDPA
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attn(x)
+        assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+        torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
 
 
 def test_mae_encoder_never_sees_masked_units():

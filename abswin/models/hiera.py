@@ -7,7 +7,8 @@ checkpoints load directly; see :mod:`abswin.checkpoint`. Differences that are on
   window embedding plus an interpolated global one; ``"absolute"`` keeps the official one and
   resizes it naively, as the paper's baseline.
 * the head returns logits in eval mode too (the official one returns softmax);
-* attention always reaches the fused SDPA kernels (see :class:`MaskUnitAttention`);
+* attention reaches the fused SDPA kernels (see :class:`MaskUnitAttention`), except bf16/fp16
+  on CPU, where an explicit softmax attention is faster than the CPU flash kernel;
 * unrolling is a single copy (see :mod:`abswin.models.unroll`);
 * optional per-block activation checkpointing, LayerScale and timm's projection-free
   stage transition (for timm's abs-win weights).

@@ -123,8 +123,12 @@ class MaskedAutoencoderHiera(Hiera):
         B, C = x.shape[0], x.shape[-1]
         unit = self.mask_unit_spatial_shape_final
         per_unit = math.prod(unit)
-        full = self.mask_token.to(x.dtype).expand(B, mask.shape[1], per_unit, C).clone()
-        full[mask] = x.reshape(-1, per_unit, C)
+        # put the kept units back among mask tokens: a scatter with the (sorted) kept unit ids,
+        # whose count is static (x.shape[1]), so it compiles (boolean index_put does not)
+        K = x.shape[1]
+        ids = torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :K]
+        full = self.mask_token.to(x.dtype).expand(B, mask.shape[1], per_unit, C)
+        full = full.scatter(1, ids[:, :, None, None].expand(B, K, per_unit, C), x.reshape(B, K, per_unit, C))
         x = undo_windowing(full.view(B, -1, *unit, C), self.tokens_spatial_shape_final, unit)
         x = x.reshape(B, -1, C) + self.decoder_pos_embed
         for blk in self.decoder_blocks:

@@ -5,7 +5,7 @@ coordinate along one axis as ``h = u * 8 + a3 * 4 + a2 * 2 + a1`` where ``u`` is
 unit and ``a1, a2, a3`` are the offsets inside it, finest first. *Unrolling* orders the
 tokens as ``[a1 (all axes), a2, a3, u (all axes)]``, outermost first. Then
 
-* a q-pool is a max over the outermost group (``view(B, 4, -1, C).amax(1)``), which also
+* a q-pool is a max over the outermost group (``view(B, 4, -1, C).max(1)``), which also
   drops that group so the next pool is again outermost;
 * mask unit ``u`` is the fastest index, so "the tokens of unit ``u``" is a strided view;
 * masking whole units removes entries along the fastest index only.
