@@ -33,8 +33,8 @@ def run(script: str, overrides: list[str], env: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrain-epochs", type=int, default=8)
-    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--pretrain-epochs", type=int, default=25)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--output", default=str(ROOT / "outputs" / "demo"))
     args = ap.parse_args()
 

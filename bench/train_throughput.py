@@ -38,16 +38,18 @@ class Batches(Dataset):
 
 
 class StepTimer(pl.Callback):
-    def __init__(self):
-        self.times, self._t = [], 0.0
+    """Wall time from one batch end to the next: the whole loop, fetching and hooks included."""
 
-    def on_train_batch_start(self, *args):
-        self._t = time.perf_counter()
+    def __init__(self):
+        self.times, self._t = [], None
 
     def on_train_batch_end(self, trainer, *args):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - self._t)
+        now = time.perf_counter()
+        if self._t is not None:
+            self.times.append(now - self._t)
+        self._t = now
 
 
 def make_module(task: str, args):
@@ -69,7 +71,7 @@ def lightning_steps(task, batches, args) -> list[float]:
     )
     loader = DataLoader(Batches(batches, args.warmup + args.steps), batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
-    return timer.times[args.warmup:]
+    return timer.times[args.warmup - 1:]
 
 
 def bare_steps(task, batches, args) -> list[float]:
