@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:  # close the W&B run: the next job of a sweep runs in this same process
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero:
@@ -106,14 +111,15 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
 def main(cfg: DictConfig, metric: str) -> float | None:
-    """Entry-point body: bad input ends the run with one line on stderr, not a traceback."""
+    """Entry-point body: bad input ends the run with one line on stderr, not a traceback
+    (set ``ABSWIN_DEBUG=1`` for the full traceback)."""
     from hydra.errors import InstantiationException
 
     try:
         return run(cfg).get(metric)
     except (InstantiationException, *USER_ERRORS) as e:
         cause = e.__cause__ if isinstance(e, InstantiationException) else e
-        if not isinstance(cause, USER_ERRORS):
+        if not isinstance(cause, USER_ERRORS) or os.environ.get("ABSWIN_DEBUG"):
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
