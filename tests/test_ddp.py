@@ -1,0 +1,55 @@
+"""Two real DDP processes on the CPU (gloo): every validation image is seen exactly once."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from PIL import Image
+
+from abswin.training import FinetuneModule
+from datamodules import ImageDataModule
+
+
+class CountSeen(pl.Callback):
+    """Sums, over ranks, how many validation images were evaluated and which labels."""
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.count = torch.zeros(1)
+        self.labels = torch.zeros(3)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.count += batch[1].numel()
+        self.labels += torch.bincount(batch[1], minlength=3).float()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        dist.all_reduce(self.count)
+        dist.all_reduce(self.labels)
+        pl_module.log("seen/count", self.count.item(), rank_zero_only=True)
+        for c in range(3):
+            pl_module.log(f"seen/class{c}", self.labels[c].item(), rank_zero_only=True)
+
+
+def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
+    val_counts = [5, 4, 4]  # 13 images: an odd total, which padding samplers would round up to 14
+    for split, counts in (("train", [4, 4, 4]), ("val", val_counts)):
+        for c, n in enumerate(counts):
+            d = tmp_path / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 48), (80 * c, 60, 200 - 60 * c)).save(d / f"{i}.jpg")
+    dm = ImageDataModule(str(tmp_path), img_size=64, batch_size=4, num_workers=0, randaug_mstd=None,
+                         random_erasing=0.0)
+    module = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
+                            mixup=0.0, cutmix=0.0, warmup_epochs=0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, num_sanity_val_steps=0, callbacks=[CountSeen()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    m = trainer.callback_metrics
+    assert m["seen/count"].item() == 13
+    assert [m[f"seen/class{c}"].item() for c in range(3)] == val_counts
+    assert 0.0 <= m["val/acc1"].item() <= 1.0
