@@ -387,3 +387,12 @@ def test_wandb_offline_run_and_run_id_reuse(tmp_path, monkeypatch):
     # a restart in the same run directory continues the same W&B run
     assert make_wandb_logger(run_dir, project="abswin-test").version == run_id
     assert wandb_run_id(run_dir) == run_id
+
+
+def test_a_batch_of_only_unreadable_images_is_skipped():
+    """The loader turns a batch whose images were all corrupt into an empty batch: no step."""
+    empty = (torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
+    ft = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
+    mae = MAEPretrainModule("mae_hiera_atto_224", {"img_size": 64}, batch_size=4)
+    assert ft.training_step(empty, 0) is None and ft.validation_step(empty, 0) is None
+    assert mae.training_step(empty, 0) is None and mae.validation_step(empty, 0) is None

@@ -114,6 +114,8 @@ class FinetuneModule(TrainingModule):
         return self.model(images)
 
     def training_step(self, batch, batch_idx: int):
+        if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
+            return None
         images, labels = batch[0], batch[1]
         if self.mix.enabled and images.shape[0] > 1:
             images, target = self.mix(images, labels)
@@ -127,6 +129,8 @@ class FinetuneModule(TrainingModule):
 
     def _eval_step(self, batch, stage: str):
         images, labels = batch[0], batch[1]
+        if images.shape[0] == 0:
+            return None
         logits = self.model(images).float()
         loss = F.cross_entropy(logits, labels)
         acc1, acc5 = getattr(self, f"{stage}_acc1"), getattr(self, f"{stage}_acc5")

@@ -76,6 +76,8 @@ class MAEPretrainModule(TrainingModule):
         return self.model(images, self.hparams.mask_ratio, mask=mask)
 
     def training_step(self, batch, batch_idx: int):
+        if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
+            return None
         images = batch[0]
         loss = self.model(images, self.hparams.mask_ratio)[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
@@ -84,6 +86,8 @@ class MAEPretrainModule(TrainingModule):
 
     def _eval_step(self, batch, batch_idx: int, stage: str, dataloader_idx: int = 0):
         images = batch[0]
+        if images.shape[0] == 0:
+            return None
         seed = self.hparams.val_mask_seed + 1_000_003 * dataloader_idx + batch_idx
         mask = fixed_mask(self.model, images, self.hparams.mask_ratio, seed)
         loss = self.model(images, self.hparams.mask_ratio, mask=mask)[0]
