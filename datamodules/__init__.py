@@ -1,10 +1,11 @@
-"""Files -> batches ``(images float32 [B, 3, H, W] ImageNet-normalised, labels int64 [B])``.
+"""Files -> batches: images ``(float32 [B, 3, H, W] ImageNet-normalised, int64 [B])``; videos: see video.py.
 
 Knows nothing about models; every number is a constructor argument (Hydra ``_target_``).
 """
 from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
 from .image_folder import ImageDataModule, ImageFolderDataset, ShardSampler, collate_skip_none
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
+from .video import VideoDataModule, VideoDataset, read_frames
 
 __all__ = [
     "DEMO_ROOT_DEFAULT",
@@ -20,4 +21,7 @@ __all__ = [
     "decode",
     "eval_transform",
     "train_transform",
+    "VideoDataModule",
+    "VideoDataset",
+    "read_frames",
 ]

@@ -1,0 +1,255 @@
+"""Video data layer: real small H.264 MP4s written with PyAV, decoded through decord / PyAV."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+pytest.importorskip("decord")
+
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from datamodules.video import (  # noqa: E402
+    VideoDataModule,
+    _read_pyav,
+    collate_video_eval,
+    collate_video_train,
+    eval_clip_indices,
+    read_frames,
+    read_index,
+    train_clip_indices,
+)
+
+STEP = 6  # frame i = x-gradient (0..80) + STEP * i: the frame number reads back from the intensity
+
+
+def frame_pattern(i: int, w: int, h: int) -> np.ndarray:
+    grad = np.linspace(0, 80, w)[None, :].repeat(h, 0)
+    return np.clip(grad + STEP * i, 0, 255).astype(np.uint8)[..., None].repeat(3, -1)
+
+
+def write_video(path, num_frames: int, w: int, h: int, fps: int = 25) -> None:
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=fps)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    s.options = {"crf": "0", "preset": "ultrafast", "g": "8"}
+    for i in range(num_frames):
+        for p in s.encode(av.VideoFrame.from_ndarray(frame_pattern(i, w, h), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+
+
+# (name, frames, w, h)
+GOOD = [("a0", 30, 96, 72), ("a1", 20, 64, 64), ("b0", 10, 80, 112), ("b1", 30, 96, 72)]  # b0 too short, portrait
+
+
+@pytest.fixture(scope="module")
+def kinetics(tmp_path_factory):
+    root = tmp_path_factory.mktemp("k400")
+    (root / "videos").mkdir()
+    for name, n, w, h in GOOD:
+        write_video(root / "videos" / f"{name}.mp4", n, w, h)
+    data = (root / "videos" / "a0.mp4").read_bytes()
+    (root / "videos" / "trunc.mp4").write_bytes(data[: len(data) // 2])
+    (root / "videos" / "text.mp4").write_text("this is not a video\n")
+    # train: spaces; val: commas (with a header)
+    (root / "train.csv").write_text("videos/a0.mp4 0\nvideos/a1.mp4 0\nvideos/b0.mp4 1\nvideos/b1.mp4 1\n"
+                                    "videos/trunc.mp4 0\nvideos/text.mp4 1\n")
+    (root / "val.csv").write_text("path,label\nvideos/a0.mp4,0\nvideos/trunc.mp4,0\nvideos/b0.mp4,1\n"
+                                  "videos/text.mp4,1\nvideos/b1.mp4,1\n")
+    return root
+
+
+def unnorm(x: torch.Tensor) -> torch.Tensor:
+    """[3, T, H, W] normalised -> [T, H, W] intensity (0..255), channel mean."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    return ((x * std + mean) * 255).mean(0)
+
+
+def dm(root, **kw):
+    args = dict(img_size=32, num_frames=4, sampling_rate=3, batch_size=8, num_workers=0, seed=0,
+                num_temporal_views=5, num_spatial_views=3, decode_timeout=20)
+    args.update(kw)
+    m = VideoDataModule(str(root), **args)
+    m.setup("fit")
+    return m
+
+
+# ---------------------------------------------------------------------------- index
+def test_csv_spaces_commas_and_missing_root(kinetics, tmp_path):
+    paths, labels = read_index(kinetics, "train")
+    assert paths[0] == "videos/a0.mp4" and labels[:4] == ["0", "0", "1", "1"] and len(paths) == 6
+    paths, labels = read_index(kinetics, "val")  # commas + header
+    assert paths == ["videos/a0.mp4", "videos/trunc.mp4", "videos/b0.mp4", "videos/text.mp4", "videos/b1.mp4"]
+    assert labels == ["0", "0", "1", "1", "1"]
+    with pytest.raises(FileNotFoundError, match=r"data root not found: .*nope.*data\.root="):
+        VideoDataModule(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match=r"train\.csv.*data\.root="):
+        VideoDataModule(str(tmp_path))
+    msg = ""
+    try:
+        VideoDataModule(str(tmp_path))
+    except FileNotFoundError as e:
+        msg = str(e)
+    assert "\n" not in msg
+
+
+def test_folder_tree(kinetics, tmp_path):
+    import shutil
+
+    for split in ("train", "val"):
+        for cls, names in (("cat", ["a0", "a1"]), ("dog", ["b1"])):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for n in names:
+                shutil.copy(kinetics / "videos" / f"{n}.mp4", d / f"{n}.mp4")
+    m = dm(tmp_path, num_temporal_views=1, num_spatial_views=1)
+    assert m.classes == ["cat", "dog"] and m.num_classes == 2
+    assert len(m.train_set) == 3 and m.train_set.labels.tolist() == [0, 0, 1]
+    clips, labels = collate_video_train([m.train_set[i] for i in range(3)])
+    assert clips.shape == (3, 3, 4, 32, 32) and labels.tolist() == [0, 0, 1]
+
+
+# ---------------------------------------------------------------------------- decoding
+def test_decode_frame_indices_and_pyav_fallback(kinetics):
+    path = kinetics / "videos" / "a0.mp4"
+    idx = np.array([0, 3, 7, 29, 12])
+    for frames in (read_frames(path, lambda n: idx), _read_pyav(str(path), lambda n: idx)):
+        assert frames.shape == (5, 72, 96, 3) and frames.dtype == np.uint8
+        got = np.round(frames[:, :, 0].mean(axis=(1, 2)) / STEP).astype(int)  # x=0 column: STEP * i
+        assert got.tolist() == idx.tolist()
+    with pytest.raises(OSError, match="decord.*PyAV"):
+        read_frames(kinetics / "videos" / "text.mp4", lambda n: np.arange(4))
+    with pytest.raises(OSError):
+        read_frames(kinetics / "videos" / "trunc.mp4", lambda n: np.arange(4))
+
+
+def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
+    import time
+
+    import datamodules.video as video
+
+    calls = []
+
+    def hang(path, choose):
+        calls.append(path)
+        time.sleep(3)
+        raise AssertionError("should have been abandoned")
+
+    monkeypatch.setattr(video, "_read_decord", hang)
+    before = video.num_abandoned_reads
+    t0 = time.monotonic()
+    frames = read_frames(kinetics / "videos" / "a1.mp4", lambda n: np.array([2, 4]), timeout=0.5)
+    assert time.monotonic() - t0 < 2.5 and calls and video.num_abandoned_reads == before + 1
+    assert np.round(frames[:, :, 0].mean(axis=(1, 2)) / STEP).astype(int).tolist() == [2, 4]
+
+
+def test_clip_index_functions():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        i = train_clip_indices(30, 4, 3, rng)
+        assert (np.diff(i) == 3).all() and 0 <= i[0] <= 30 - 10
+    assert train_clip_indices(5, 4, 3, rng).tolist() == [0, 3, 4, 4]  # padded with the last frame
+    e = eval_clip_indices(30, 4, 3, 5)
+    assert e.shape == (5, 4) and e[0, 0] == 0 and e[-1, -1] == 29 and (np.diff(e, axis=1) == 3).all()
+    assert eval_clip_indices(30, 4, 3, 1)[0, 0] == 10  # centre
+
+
+# ---------------------------------------------------------------------------- training
+def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
+    m = dm(kinetics, repeated_sampling=2, mode="finetune", randaug_mstd=None, random_erasing=0.0)
+    ds = m.train_set
+    for index, (_, n, _, _) in enumerate(GOOD):
+        clips, label = ds[index]
+        assert clips.shape == (2, 3, 4, 32, 32) and clips.dtype == torch.float32
+        for clip in clips:
+            inten = unnorm(clip)  # [T, H, W]
+            diff = inten - inten[0]  # uniform iff every frame got the same crop and flip
+            # (x264 + bicubic rounding noise is a few levels; another crop/flip of the 0..80
+            # gradient would differ by tens)
+            assert (diff.amax(dim=(1, 2)) - diff.amin(dim=(1, 2))).abs().max() < 5
+            steps = np.round(diff.mean(dim=(1, 2)).numpy() / STEP).astype(int)
+            assert steps.tolist() == [0, 3, 6, 9]  # temporal stride = sampling_rate (b0: exactly fits)
+    # a too-short video: 4 frames at rate 3 need 10 frames; 5-frame one pads with its last frame
+    short_root = kinetics.parent / "short"
+    short_root.mkdir(exist_ok=True)
+    write_video(short_root / "s.mp4", 5, 64, 48)
+    (short_root / "train.csv").write_text("s.mp4 0\n")
+    s = dm(short_root, randaug_mstd=None, random_erasing=0.0, val_split=None).train_set
+    clip = s[0][0][0]
+    inten = unnorm(clip)
+    assert np.round(((inten - inten[0]).mean(dim=(1, 2)) / STEP).numpy()).astype(int).tolist() == [0, 3, 4, 4]
+    # corrupt ones: None, logged, counted; the collate drops them and repeats labels
+    with caplog.at_level(logging.WARNING, logger="abswin.data"):
+        assert ds[4] is None and ds[5] is None
+    assert ds.num_skipped == 2 and "trunc.mp4" in caplog.text and "text.mp4" in caplog.text
+    clips, labels = collate_video_train([ds[i] for i in range(6)])
+    assert clips.shape == (8, 3, 4, 32, 32) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_train_randaugment_shared_and_seeded(kinetics):
+    m = dm(kinetics, randaug_num_ops=2, randaug_magnitude=9, randaug_op_prob=1.0, random_erasing=0.0)
+    ds = m.train_set
+    m.train_dataloader()  # the EpochSampler hands the seed to the data set
+    a = ds[0][0]
+    torch.manual_seed(123)  # per-sample seeding: independent of the global RNG
+    b = ds[0][0]
+    assert torch.equal(a, b)
+    ds.epoch = 1
+    assert not torch.equal(ds[0][0], a)
+    # the transform on [T, 3, H, W]: identical frames stay identical (same crop/flip/RandAugment ops
+    # and magnitudes for every frame), over many draws
+    t = m.train_transform()
+    frame = torch.from_numpy(frame_pattern(5, 96, 72)).permute(2, 0, 1)
+    frame[1] = torch.arange(72)[:, None].expand(72, 96).to(torch.uint8)  # 2-D structure
+    torch.manual_seed(0)
+    for _ in range(20):
+        out = t(frame.expand(4, 3, 72, 96).clone())
+        assert out.shape == (4, 3, 32, 32) and torch.allclose(out, out[:1].expand_as(out))
+
+
+def test_train_loader_with_worker(kinetics):
+    m = dm(kinetics, batch_size=3, num_workers=1, randaug_mstd=None)
+    batches = list(m.train_dataloader())
+    assert len(batches) == 2  # 6 videos, drop_last
+    assert sum(len(b[0]) for b in batches) == 4  # the 2 corrupt ones skipped
+    assert all(b[0].shape[1:] == (3, 4, 32, 32) for b in batches)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def test_eval_multiview_and_missing_reported(kinetics, caplog):
+    m = dm(kinetics, batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="abswin.data"):
+        batches = list(m.val_dataloader())
+    assert len(batches) == 1
+    views, labels, index, missing = batches[0]
+    assert views.shape == (3, 15, 3, 4, 32, 32)
+    assert index.tolist() == [0, 2, 4] and labels.tolist() == [0, 1, 1]
+    assert missing.tolist() == [1, 3]  # reported, not replaced
+    assert m.val_set.missing == [1, 3] and "MISSING" in caplog.text
+    # temporal views: evenly spaced starts, stride 3 inside each view (a0: 30 frames -> starts 0..20)
+    v = views[0].view(5, 3, 3, 4, 32, 32)
+    starts = []
+    for t in range(5):
+        inten = unnorm(v[t, 1])  # centre crop
+        d = (inten - inten[0]).mean(dim=(1, 2)) / STEP
+        assert np.round(d.numpy()).astype(int).tolist() == [0, 3, 6, 9]
+        starts.append(inten[0].mean().item())
+    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert round((starts[-1] - starts[0]) / STEP) == 20
+    # spatial views: left < centre < right along the x gradient (landscape), same frames
+    left, centre, right = (unnorm(v[0, s]).mean().item() for s in range(3))
+    assert left < centre < right
+    # a short video (b0: 10 frames = one clip) -> all temporal views equal
+    v2 = views[1].view(5, 3, 3, 4, 32, 32)
+    assert torch.allclose(v2[0], v2[4], atol=1e-4)
+
+
+def test_eval_collate_all_missing():
+    views, labels, index, missing = collate_video_eval([(None, 0, 7)])
+    assert views.shape[0] == 0 and missing.tolist() == [7] and index.numel() == 0
