@@ -186,6 +186,31 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
+    """``(world_size, rank, per_device_batch)`` for a GLOBAL ``batch_size`` split over devices and
+    gradient accumulation (``trainer`` may be None: one process)."""
+    world = int(getattr(trainer, "world_size", 1)) if trainer is not None else 1
+    rank = int(getattr(trainer, "global_rank", 0)) if trainer is not None else 0
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1)) if trainer is not None else 1
+    div = world * accumulate
+    if batch_size % div:
+        raise ValueError(f"data.batch_size={batch_size} (global) is not divisible by world_size "
+                         f"{world} x accumulate_grad_batches {accumulate} = {div}")
+    return world, rank, batch_size // div
+
+
+def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory: bool,
+                persistent_workers: bool, sampler=None, shuffle: bool = False, drop_last: bool = False,
+                generator=None) -> DataLoader:
+    """The DataLoader settings every data module shares (seeded workers, pinning only with CUDA)."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
+        num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory and torch.cuda.is_available(),
+        persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
+        generator=generator,
+    )
+
+
 # ---------------------------------------------------------------------------- the data module
 class ImageDataModule(pl.LightningDataModule):
     """ImageNet-style folders ``root/{train_split,val_split}/CLASS/*``.
@@ -289,18 +314,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.world_size = int(getattr(trainer, "world_size", 1))
-            self.rank = int(getattr(trainer, "global_rank", 0))
-            accumulate = int(getattr(trainer, "accumulate_grad_batches", 1))
-        else:
-            self.world_size, self.rank, accumulate = 1, 0, 1
-        div = self.world_size * accumulate
-        if self.batch_size % div:
-            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by world_size "
-                             f"{self.world_size} x accumulate_grad_batches {accumulate} = {div}")
-        self.per_device_batch_size = self.batch_size // div
+        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
+            getattr(self, "trainer", None), self.batch_size)
         if self.train_set is None:
             self.train_set = ImageFolderDataset(check_split_dir(self.root, self.train_split),
                                                 self.class_to_idx, self.train_transform())
@@ -320,12 +335,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, sampler=None, shuffle=False, drop_last=False, generator=None,
                 persistent: bool = True) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.per_device_batch_size, sampler=sampler, shuffle=shuffle,
-            drop_last=drop_last, num_workers=self.num_workers, collate_fn=collate_skip_none,
-            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and self.persistent_workers and self.num_workers > 0,
-            worker_init_fn=seed_worker, generator=generator,
-        )
+        return make_loader(dataset, self.per_device_batch_size, collate_skip_none, self.num_workers,
+                           self.pin_memory, persistent and self.persistent_workers, sampler=sampler,
+                           shuffle=shuffle, drop_last=drop_last, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

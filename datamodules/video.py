@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .image_folder import EpochSampler, ShardSampler, load_class_index, seed_worker
+from .image_folder import EpochSampler, ShardSampler, load_class_index, make_loader, split_global_batch
 from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, train_transform
 
 log = logging.getLogger("abswin.data")
@@ -505,18 +505,8 @@ class VideoDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.world_size = int(getattr(trainer, "world_size", 1))
-            self.rank = int(getattr(trainer, "global_rank", 0))
-            accumulate = int(getattr(trainer, "accumulate_grad_batches", 1))
-        else:
-            self.world_size, self.rank, accumulate = 1, 0, 1
-        div = self.world_size * accumulate
-        if self.batch_size % div:
-            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by world_size "
-                             f"{self.world_size} x accumulate_grad_batches {accumulate} = {div}")
-        self.per_device_batch_size = self.batch_size // div
+        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
+            getattr(self, "trainer", None), self.batch_size)
         if self.train_set is None:
             self.train_set = self._dataset(self.train_split, True, self._train_index)
         if self.val_set is None and self.val_split is not None:
@@ -530,13 +520,9 @@ class VideoDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset, batch_size, collate, sampler=None, shuffle=False, drop_last=False,
                 generator=None, persistent: bool = True) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
-            num_workers=self.num_workers, collate_fn=collate,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=persistent and self.persistent_workers and self.num_workers > 0,
-            worker_init_fn=seed_worker, generator=generator,
-        )
+        return make_loader(dataset, batch_size, collate, self.num_workers, self.pin_memory,
+                           persistent and self.persistent_workers, sampler=sampler, shuffle=shuffle,
+                           drop_last=drop_last, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

@@ -178,7 +178,6 @@ def test_mae_encoder_never_sees_masked_units():
     seen = []
     m.blocks[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
     x = torch.randn(2, 3, 224, 224)
-    mask = m.get_random_mask(x, 0.6)
     loss, pred, label, mask_out = m(x, mask_ratio=0.6)
     kept = int(mask_out[0].sum())
     assert kept == int(49 * 0.4)
