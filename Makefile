@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine (both idempotent):
 #   make test   create .venv if missing, install the project with its test extras, run pytest
 #   make demo   same set-up, then the main job on the bundled demo data
+#   make demo-video  the same on the bundled video clips
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install test test-all demo demo-video bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) demo.py
+
+demo-video: $(STAMP)
+	$(PY) demo.py --video
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py

@@ -76,6 +76,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # one copy of each message, via Hydra's handlers
         logging.getLogger(name).handlers.clear()
+    if cfg.get("require_pretrained") and not cfg.get("pretrained"):
+        raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.resume, run_dir)
     pl.seed_everything(cfg.seed, workers=True)

@@ -6,6 +6,7 @@ from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
 from .image_folder import ImageDataModule, ImageFolderDataset, ShardSampler, collate_skip_none
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
 from .video import VideoDataModule, VideoDataset, read_frames
+from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
 
 __all__ = [
     "DEMO_ROOT_DEFAULT",
@@ -24,4 +25,7 @@ __all__ = [
     "VideoDataModule",
     "VideoDataset",
     "read_frames",
+    "VideoDemoDataModule",
+    "build_video_demo_dataset",
+    "write_mp4",
 ]

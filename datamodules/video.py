@@ -373,7 +373,8 @@ class VideoDataModule(pl.LightningDataModule):
         mode: ``"finetune"`` (RandAugment + RandomErasing) or ``"pretrain"`` (crop + flip only,
             val split optional).
         repeated_sampling: clips per decoded training video (MAE-ST ``repeat_aug``).
-        num_temporal_views, num_spatial_views: evaluation views (5 x 3 = 15 per video).
+        num_temporal_views, num_spatial_views: evaluation views (5 x 3 = 15 per video; ``mode=
+            "pretrain"`` uses one centre view: MAE validation only tracks the loss).
         crop_pct: evaluation short-side resize to ``int(img_size / crop_pct)`` (1.0: ``img_size``).
         scale: RandomResizedCrop area range; None: (0.08, 1) finetune, (0.5, 1) pretrain (MAE-ST).
         ratio, hflip, randaug_*, random_erasing: training augmentation, as the image module
@@ -496,12 +497,14 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str, train: bool, index=None) -> VideoDataset:
         paths, raw = index if index is not None else read_index(self.root, split)
+        # MAE validation only tracks the loss: one centre view per video, not the 5x3 protocol
+        views = (1, 1) if self.mode == "pretrain" else (self.num_temporal_views, self.num_spatial_views)
         return VideoDataset(self.root, paths, self._labels(raw, split), train=train,
                             num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                             transform=self.train_transform() if train else None,
                             repeated_sampling=self.repeated_sampling, img_size=self.img_size,
-                            crop_pct=self.crop_pct, num_temporal_views=self.num_temporal_views,
-                            num_spatial_views=self.num_spatial_views, decode_timeout=self.decode_timeout)
+                            crop_pct=self.crop_pct, num_temporal_views=views[0], num_spatial_views=views[1],
+                            decode_timeout=self.decode_timeout)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

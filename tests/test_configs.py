@@ -34,10 +34,11 @@ EXPERIMENTS = _names("experiment")
 
 def test_every_config_group_is_covered():
     assert set(_names("model")) == {"hiera_atto", "hiera_t", "hiera_s", "hiera_b", "hiera_b_plus", "hiera_l", "hiera_h"}
-    assert {"demo", "imagefolder", "in1k"} <= set(_names("data"))
+    assert {"demo", "imagefolder", "in1k", "video", "k400", "video_demo"} <= set(_names("data"))
     assert {"cpu", "gpu", "ddp", "multinode"} <= set(_names("trainer"))
     assert set(_names("logger")) == {"wandb", "csv", "none"}
     assert {"in1k_mae_hiera_b", "in1k_ft_hiera_l", "in1k_resolution_study", "in1k_sup"} <= set(EXPERIMENTS)
+    assert {"k400_mae", "k400_ft_hiera_l", "k400_ft_32x320_hiera_l", "k400_ft_32x320_hiera_h"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -58,6 +59,39 @@ def test_table13_values_reach_the_config(tmp_path):
     cfg = _compose("train", ["experiment=in1k_mae_hiera_b"], tmp_path)
     assert cfg.module.mask_ratio == 0.6 and cfg.data.batch_size == 4096 and cfg.trainer.max_epochs == 1600
     assert cfg.module.blr * cfg.data.batch_size / 256 == pytest.approx(8e-4)
+
+
+def test_table14_values_reach_the_config(tmp_path):
+    """Table 7's 32x320 runs (Table 14), and the video model / mask ratio that data=k400 selects."""
+    cfg = _compose("finetune", ["experiment=k400_ft_32x320_hiera_l", "pretrained=/x/best.ckpt"], tmp_path)
+    assert cfg.module.model_name == "hiera_large_16x224"
+    assert cfg.module.model_kwargs.num_frames == 32 and cfg.module.model_kwargs.img_size == 320
+    assert cfg.module.model_kwargs.grad_ckpt is True
+    assert cfg.module.lr == 1.6e-4 and cfg.module.weight_decay == 1e-8 and cfg.module.layer_decay == 0.9
+    assert cfg.model.drop_path_rate == 0.5 and cfg.model.head_dropout == 0.5
+    assert cfg.trainer.gradient_clip_val == 5.0 and cfg.trainer.max_epochs == 30
+    assert cfg.module.mixup == 0.0 and cfg.module.cutmix == 0.0 and cfg.module.label_smoothing == 0.1
+    assert cfg.data.batch_size == 128 and cfg.data.repeated_sampling == 2 and cfg.data.sampling_rate == 4
+    assert (cfg.data.randaug_magnitude, cfg.data.randaug_mstd) == (7, 0.5)
+    assert (cfg.data.num_temporal_views, cfg.data.num_spatial_views) == (5, 3)
+    h = _compose("finetune", ["experiment=k400_ft_32x320_hiera_h", "pretrained=/x/best.ckpt"], tmp_path)
+    assert h.module.model_name == "hiera_huge_16x224" and h.model.drop_path_rate == 0.6
+    mae = _compose("train", ["experiment=k400_mae", "model=hiera_l"], tmp_path)
+    assert mae.module.model_name == "mae_hiera_large_16x224" and mae.module.mask_ratio == 0.9
+    assert mae.module.model_kwargs.num_frames == 16 and mae.data.repeated_sampling == 4
+
+
+def test_video_data_configs_instantiate(tmp_path):
+    (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 3\n")
+    (tmp_path / "val.csv").write_text("c.mp4 1\n")
+    for data in ("video", "k400"):
+        cfg = _compose("finetune", [f"data={data}", f"data.root={tmp_path}"], tmp_path)
+        dm = instantiate(cfg.data.datamodule)
+        assert type(dm).__name__ == "VideoDataModule" and dm.num_classes == 4
+        assert (dm.num_frames, dm.sampling_rate, dm.repeated_sampling) == (16, 4, 2)
+        assert cfg.module.model_name == "hiera_atto_16x224"
+    assert _compose("train", ["data=video"], tmp_path).module.mask_ratio == 0.9
+    assert _compose("train", [], tmp_path).module.mask_ratio == 0.6
 
 
 @pytest.mark.parametrize("model", _names("model"))

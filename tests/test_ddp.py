@@ -53,3 +53,36 @@ def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
     assert m["seen/count"].item() == 13
     assert [m[f"seen/class{c}"].item() for c in range(3)] == val_counts
     assert 0.0 <= m["val/acc1"].item() <= 1.0
+
+
+def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
+    """7 validation videos (5 decodable, 2 broken) over 2 ranks: 5 evaluated, 2 missing, summed."""
+    import numpy as np
+
+    from datamodules import VideoDataModule
+    from datamodules.video_demo import write_mp4
+
+    rng = np.random.default_rng(0)
+    lines = {"train": [], "val": []}
+    for split, n in (("train", 4), ("val", 5)):
+        for i in range(n):
+            write_mp4(tmp_path / f"{split}{i}.mp4", rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
+            lines[split].append(f"{split}{i}.mp4 {i % 2}")
+    (tmp_path / "broken.mp4").write_bytes((tmp_path / "val0.mp4").read_bytes()[:300])
+    (tmp_path / "text.mp4").write_text("not a video")
+    lines["val"] += ["broken.mp4 0", "text.mp4 1"]
+    for split, ls in lines.items():
+        (tmp_path / f"{split}.csv").write_text("\n".join(ls) + "\n")
+    dm = VideoDataModule(str(tmp_path), img_size=32, num_frames=4, sampling_rate=2, batch_size=2,
+                         eval_batch_size=2, num_workers=0, num_temporal_views=2, num_spatial_views=1,
+                         randaug_mstd=None, random_erasing=0.0)
+    module = FinetuneModule("hiera_atto_16x224", {"img_size": 32, "num_frames": 4}, num_classes=2, lr=1e-3,
+                            batch_size=2, mixup=0.0, cutmix=0.0, warmup_epochs=0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    m = trainer.callback_metrics
+    assert (m["val/samples"].item(), m["val/missing"].item()) == (5, 2)

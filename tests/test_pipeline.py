@@ -134,6 +134,7 @@ def test_sweep_of_two_values_runs(tmp_path):
         (["data=imagefolder", "data.root=/no/such/dir"], "data root not found: /no/such/dir (set data.root="),
         (["data.img_size=100"], "img_size=100 is not allowed"),
         (["pretrained=/no/such.pth"], "/no/such.pth"),
+        (["experiment=k400_ft_32x320_hiera_l", "trainer=cpu"], "needs pretrained=PATH"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path):

@@ -128,7 +128,9 @@ class TrainingModule(pl.LightningModule):
         self._micro_step += 1
         if not self._checked_batch:
             self._checked_batch = True
-            effective = batch[0].shape[0] * self._world() * self.trainer.accumulate_grad_batches
+            # videos count once however many clips repeated sampling draws from each
+            per_device = batch[0].shape[0] // getattr(self.trainer.datamodule, "repeated_sampling", 1)
+            effective = per_device * self._world() * self.trainer.accumulate_grad_batches
             if self._lr_from_blr and effective != self.hparams.batch_size:
                 rank_zero_warn(
                     f"lr = blr * batch_size / 256 uses batch_size={self.hparams.batch_size}, but the "

@@ -150,7 +150,7 @@ class MAEReconstructionLogger(_EveryNEpochs):
     pasted in) for a fixed batch of ``num_images`` from the val loader (else the train loader),
     with a fixed mask. The per-patch normalised prediction (``norm_pix_loss``) is mapped back
     with the original patch's mean and variance; images are un-normalised with ``mean``/``std``.
-    Images only: skipped for video."""
+    Video: the same for the middle frame of each clip (of the frames the MAE target uses)."""
 
     def __init__(
         self,
@@ -186,11 +186,7 @@ class MAEReconstructionLogger(_EveryNEpochs):
         mask = fixed_mask(model, x, mask_ratio, self.seed)
         latent, mask = model.forward_encoder(x, mask_ratio, mask)
         pred, kept = model.forward_decoder(latent, mask)  # [B, L, C*p*p], [B, L] True = visible
-        p = model.pred_stride
-        B, C, H, W = x.shape
-        h, w = H // p, W // p
-        patches = x.float().permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p)  # B h w C p p
-        patches = patches.reshape(B, h * w, -1)
+        patches, fold = _patchify(model, x)
         pred = pred.float()
         if model.norm_pix_loss:
             mean = patches.mean(-1, keepdim=True)
@@ -199,9 +195,6 @@ class MAEReconstructionLogger(_EveryNEpochs):
         keep = kept[..., None].float()
         recon = patches * keep + pred * (1 - keep)
         masked = patches * keep
-
-        def fold(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
 
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
@@ -215,7 +208,9 @@ class MAEReconstructionLogger(_EveryNEpochs):
             return
         model = _model(pl_module)
         images = self._fixed_batch(trainer)
-        if images is None or images.dim() != 4 or not hasattr(model, "forward_decoder"):
+        if images is not None and images.dim() == 6:  # multi-view eval videos: the first view
+            images = images[:, 0]
+        if images is None or images.dim() not in (4, 5) or not hasattr(model, "forward_decoder"):
             return
         ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.get("mask_ratio", 0.6)
         was_training = model.training
@@ -226,6 +221,31 @@ class MAEReconstructionLogger(_EveryNEpochs):
             model.train(was_training)
         log_and_save_image(trainer, "mae/reconstruction", image,
                            caption=f"epoch {trainer.current_epoch}: original | masked | reconstruction")
+
+
+def _patchify(model, x: torch.Tensor):
+    """``x`` as the MAE's per-patch targets ``[B, L, pixels]`` (its label layout), and a function
+    folding such patches back into pictures ``[B, C, H, W]``: for video, the middle frame of the
+    frames the target uses (every ``patch_stride[0]``-th)."""
+    p = model.pred_stride
+    if x.dim() == 4:
+        B, C, H, W = x.shape
+        h, w = H // p, W // p
+        patches = x.float().permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p).reshape(B, h * w, -1)
+
+        def fold(t: torch.Tensor) -> torch.Tensor:
+            return t.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
+        return patches, fold
+    x = x[:, :, :: model.patch_stride[0]].float()
+    B, C, T, H, W = x.shape
+    h, w = H // p, W // p
+    patches = x.unfold(3, p, p).unfold(4, p, p).permute(0, 2, 3, 4, 5, 6, 1).reshape(B, T * h * w, -1)
+
+    def fold_video(t: torch.Tensor) -> torch.Tensor:  # (B, T, h, w, py, px, C) -> middle frame
+        return t.view(B, T, h, w, p, p, C).permute(0, 1, 6, 2, 4, 3, 5).reshape(B, T, C, H, W)[:, T // 2]
+
+    return patches, fold_video
 
 
 def _first_images(loaders, n: int) -> torch.Tensor | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
@@ -69,9 +70,16 @@ class FinetuneModule(TrainingModule):
         label_smoothing: applied to the (mixed) targets.
         step_seed: reseed the RNG per batch for exactly reproducible resumes.
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
+        eval_views_per_forward: video evaluation runs the B x V views of a batch through the
+            model this many clips at a time (None: all at once); lowers peak memory at 32x320.
+
+    Video batches (``[B, C, T, H, W]`` clips) train exactly like images (mixup/cutmix cut the
+    same box in every frame); evaluation takes the multi-view batches of
+    :class:`~datamodules.VideoDataModule` and averages the softmax over each video's views.
 
     Logs ``train/loss``, ``train/lr``, ``train/throughput``, ``val/loss`` (plain cross-entropy),
-    ``val/acc1``, ``val/acc5`` (and ``test/...`` in ``trainer.test``).
+    ``val/acc1``, ``val/acc5``, ``val/samples`` (images or videos evaluated, all ranks) and
+    ``val/missing`` (videos that could not be decoded: not in the accuracy); ``test/...`` likewise.
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class FinetuneModule(TrainingModule):
         compile: bool = False,
         warmup_steps: int | None = None,
         step_seed: bool = True,
+        eval_views_per_forward: int | None = None,
     ):
         super().__init__()
         model_kwargs = to_plain(model_kwargs)
@@ -104,6 +113,7 @@ class FinetuneModule(TrainingModule):
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
         self._set_model(create_model(model_name, **kwargs), compile)
+        self._eval_counts = [0, 0]  # this rank's evaluated samples, missing videos (per epoch)
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
         for stage in ("val", "test"):
@@ -128,19 +138,66 @@ class FinetuneModule(TrainingModule):
         return loss
 
     def _eval_step(self, batch, stage: str):
+        """Images: ``(images, labels)``. Video: ``(views [B, V, ...], labels, index, missing)``:
+        the softmax averaged over the V views of each video is its prediction (the multi-view
+        protocol); ``missing`` (videos that could not be decoded) are counted, never replaced.
+        Each video is evaluated on exactly one rank (the loaders shard without padding), so the
+        summed metrics count every video once."""
         images, labels = batch[0], batch[1]
+        multi_view = len(batch) == 4
+        if multi_view:
+            self._eval_counts[1] += batch[3].numel()
         if images.shape[0] == 0:
             return None
-        logits = self.model(images).float()
-        loss = F.cross_entropy(logits, labels)
+        if multi_view:
+            scores = self._multi_view_probs(images)
+            loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
+        else:
+            scores = self.model(images).float()
+            loss = F.cross_entropy(scores, labels)
         acc1, acc5 = getattr(self, f"{stage}_acc1"), getattr(self, f"{stage}_acc5")
-        acc1(logits, labels)
-        acc5(logits, labels)
+        acc1(scores, labels)
+        acc5(scores, labels)
         bs = images.shape[0]
+        self._eval_counts[0] += bs
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
         self.log(f"{stage}/acc1", acc1, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    def _multi_view_probs(self, views: torch.Tensor) -> torch.Tensor:
+        """``[B, V, C, T, H, W]`` -> per-video class probabilities ``[B, classes]``: the mean of
+        the V views' softmax, run ``eval_views_per_forward`` clips at a time."""
+        B, V = views.shape[:2]
+        flat = views.flatten(0, 1)
+        chunk = self.hparams.eval_views_per_forward or flat.shape[0]
+        probs = torch.cat([self.model(c).float().softmax(-1) for c in flat.split(chunk)])
+        return probs.view(B, V, -1).mean(1)
+
+    def _log_counts(self, stage: str) -> None:
+        """Log the evaluated and missing counts summed over ranks (every rank calls this)."""
+        counts = torch.tensor(self._eval_counts, dtype=torch.float64, device=self.device)
+        self._eval_counts = [0, 0]
+        num_samples, num_missing = (int(c) for c in self.trainer.strategy.reduce(counts, reduce_op="sum"))
+        if self.trainer.sanity_checking:
+            return
+        if num_missing:
+            rank_zero_warn(f"{stage}: {num_missing} video(s) could not be decoded and are not in "
+                           f"{stage}/acc1 ({num_samples} evaluated); see the log for their paths")
+        self.log(f"{stage}/samples", float(num_samples), on_step=False, on_epoch=True)
+        self.log(f"{stage}/missing", float(num_missing), on_step=False, on_epoch=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_counts = [0, 0]
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_counts = [0, 0]
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_counts("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_counts("test")
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         return self._eval_step(batch, "val")

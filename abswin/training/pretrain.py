@@ -46,6 +46,9 @@ class MAEPretrainModule(TrainingModule):
         step_seed: reseed the RNG per batch for exactly reproducible resumes (see
             :mod:`abswin.training.base`).
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
+
+    Video: the same module with a video model (``mae_hiera_*_16x224``), clips ``[B, C, T, H, W]``
+    and ``mask_ratio=0.9``; validation flattens multi-view batches into single clips.
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class MAEPretrainModule(TrainingModule):
 
     def _eval_step(self, batch, batch_idx: int, stage: str, dataloader_idx: int = 0):
         images = batch[0]
+        if images.dim() == 6:  # video multi-view batch [B, V, C, T, H, W]: every view is a sample
+            images = images.flatten(0, 1)
         if images.shape[0] == 0:
             return None
         seed = self.hparams.val_mask_seed + 1_000_003 * dataloader_idx + batch_idx
