@@ -147,6 +147,7 @@ def _read_pyav(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
 
     with av.open(path) as container:
         stream = container.streams.video[0]
+        stream.thread_count = 1  # as decord: one thread per read; loader workers are the parallelism
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         tb = float(stream.time_base) if stream.time_base else 0.0
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None and tb else 0.0
@@ -182,21 +183,32 @@ def _read_pyav(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
         return np.stack(out)
 
 
+DECODERS = {"decord": "decord", "pyav": "PyAV"}  # name -> display name
+
+
+def _reader(decoder: str) -> Callable:
+    return _read_decord if decoder == "decord" else _read_pyav  # looked up per call (tests patch them)
+
+
 def read_frames(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
-                timeout: float | None = 30.0) -> np.ndarray:
+                timeout: float | None = 30.0, decoder: str = "decord") -> np.ndarray:
     """uint8 ``[len(idx), H, W, 3]`` RGB frames ``idx = choose(num_frames)`` (indices clipped to
-    the video). decord first, PyAV when decord fails or exceeds ``timeout`` seconds; raises when
-    both fail (the message names both errors)."""
+    the video). ``decoder`` first ("decord" or "pyav"), the other one when it fails or exceeds
+    ``timeout`` seconds; raises when both fail (the message names both errors)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r} is not one of {sorted(DECODERS)}")
     path = str(path)
+    first, second = decoder, next(d for d in DECODERS if d != decoder)
     try:
-        return _run_with_timeout(lambda: _read_decord(path, choose), timeout)
-    except Exception as decord_error:  # noqa: BLE001 - any decord failure: retry with PyAV
+        return _run_with_timeout(lambda: _reader(first)(path, choose), timeout)
+    except Exception as first_error:  # noqa: BLE001 - any failure: retry with the other decoder
         try:
-            return _run_with_timeout(lambda: _read_pyav(path, choose), timeout)
-        except Exception as av_error:  # noqa: BLE001
-            d = " ".join(str(decord_error).split())[:200]
-            a = " ".join(str(av_error).split())[:200]
-            raise OSError(f"decord: {type(decord_error).__name__}: {d}; PyAV: {type(av_error).__name__}: {a}") from av_error
+            return _run_with_timeout(lambda: _reader(second)(path, choose), timeout)
+        except Exception as second_error:  # noqa: BLE001
+            a = " ".join(str(first_error).split())[:200]
+            b = " ".join(str(second_error).split())[:200]
+            raise OSError(f"{DECODERS[first]}: {type(first_error).__name__}: {a}; {DECODERS[second]}: "
+                          f"{type(second_error).__name__}: {b}") from second_error
 
 
 # ---------------------------------------------------------------------------- frame indices
@@ -258,7 +270,7 @@ class VideoDataset(Dataset):
                  repeated_sampling: int = 1, img_size: int = 224, crop_pct: float = 1.0,
                  num_temporal_views: int = 5, num_spatial_views: int = 3,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 decode_timeout: float | None = 30.0) -> None:
+                 decode_timeout: float | None = 30.0, decoder: str = "decord") -> None:
         self.root = Path(root)
         self.paths = np.array([p.encode() for p in paths])
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -274,6 +286,7 @@ class VideoDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1) * 255
         self.decode_timeout = decode_timeout
+        self.decoder = decoder
         self.num_skipped = 0
         self.missing: list[int] = []
         self.seed: int | None = None
@@ -309,7 +322,7 @@ class VideoDataset(Dataset):
             Vt = self.num_temporal_views
             choose = lambda n: eval_clip_indices(n, T, rate, Vt).reshape(-1)  # noqa: E731
         try:
-            frames = read_frames(self.path(index), choose, self.decode_timeout)
+            frames = read_frames(self.path(index), choose, self.decode_timeout, self.decoder)
         except Exception as e:  # noqa: BLE001 - never fatal
             self._fail(index, e)
             return None if self.train else (None, label, index)
@@ -384,6 +397,8 @@ class VideoDataModule(pl.LightningDataModule):
         class_index: JSON ``{name: index}`` or text file; for CSVs with class-name labels or folder
             trees (default: sorted names of the train split). Integer CSV labels are used as is.
         decode_timeout: seconds per read attempt (decord, then PyAV); None/0: no limit.
+        decoder: ``"decord"`` (default, PyAV as fallback) or ``"pyav"`` (decord as fallback):
+            ``bench/video_loader.py`` tells which is faster for your files.
         pin_memory, persistent_workers, seed: as the image module.
     """
 
@@ -415,6 +430,7 @@ class VideoDataModule(pl.LightningDataModule):
         test_split: str | None = "test",
         class_index: str | None = None,
         decode_timeout: float | None = 30.0,
+        decoder: str = "decord",
         pin_memory: bool = True,
         persistent_workers: bool | None = None,
         seed: int | None = 0,
@@ -449,6 +465,9 @@ class VideoDataModule(pl.LightningDataModule):
         self.random_erasing = float(random_erasing)
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.decode_timeout = decode_timeout
+        if decoder not in DECODERS:
+            raise ValueError(f"data.decoder={decoder!r} is not one of {sorted(DECODERS)}")
+        self.decoder = decoder
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
         self.seed = seed
@@ -504,7 +523,7 @@ class VideoDataModule(pl.LightningDataModule):
                             transform=self.train_transform() if train else None,
                             repeated_sampling=self.repeated_sampling, img_size=self.img_size,
                             crop_pct=self.crop_pct, num_temporal_views=views[0], num_spatial_views=views[1],
-                            decode_timeout=self.decode_timeout)
+                            decode_timeout=self.decode_timeout, decoder=self.decoder)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

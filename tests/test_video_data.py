@@ -129,6 +129,18 @@ def test_decode_frame_indices_and_pyav_fallback(kinetics):
         read_frames(kinetics / "videos" / "trunc.mp4", lambda n: np.arange(4))
 
 
+def test_pyav_first_reads_the_same_frames(kinetics):
+    path = kinetics / "videos" / "b1.mp4"
+    idx = lambda n: np.array([1, 5, 9, 28])  # noqa: E731
+    np.testing.assert_array_equal(read_frames(path, idx, decoder="pyav"), read_frames(path, idx))
+    with pytest.raises(OSError, match="PyAV.*decord"):
+        read_frames(kinetics / "videos" / "text.mp4", idx, decoder="pyav")
+    with pytest.raises(ValueError, match="decoder='opencv' is not one of"):
+        read_frames(path, idx, decoder="opencv")
+    with pytest.raises(ValueError, match="data.decoder='opencv'"):
+        VideoDataModule(str(kinetics), decoder="opencv")
+
+
 def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
     import time
 
