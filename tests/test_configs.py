@@ -76,6 +76,10 @@ def test_table14_values_reach_the_config(tmp_path):
     assert (cfg.data.num_temporal_views, cfg.data.num_spatial_views) == (5, 3)
     h = _compose("finetune", ["experiment=k400_ft_32x320_hiera_h", "pretrained=/x/best.ckpt"], tmp_path)
     assert h.module.model_name == "hiera_huge_16x224" and h.model.drop_path_rate == 0.6
+    low = _compose("finetune", ["experiment=k400_ft_hiera_l"], tmp_path)  # 16x224: mixup on, no grad_ckpt
+    assert low.module.model_kwargs.num_frames == 16 and low.module.model_kwargs.img_size == 224
+    assert low.module.mixup == 0.8 and low.module.lr == 1.6e-4 and low.trainer.gradient_clip_val == 5.0
+    assert low.model.grad_ckpt is False and not low.require_pretrained
     mae = _compose("train", ["experiment=k400_mae", "model=hiera_l"], tmp_path)
     assert mae.module.model_name == "mae_hiera_large_16x224" and mae.module.mask_ratio == 0.9
     assert mae.module.model_kwargs.num_frames == 16 and mae.data.repeated_sampling == 4
