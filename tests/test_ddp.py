@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -86,3 +87,10 @@ def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
     trainer.fit(module, datamodule=dm)
     m = trainer.callback_metrics
     assert (m["val/samples"].item(), m["val/missing"].item()) == (5, 2)
+    # the same weights evaluated by one process: the DDP accuracy is the whole set's accuracy
+    one = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, use_distributed_sampler=False)
+    single = one.validate(module, datamodule=dm)[0]
+    assert (single["val/samples"], single["val/missing"]) == (5, 2)
+    assert single["val/acc1"] == pytest.approx(m["val/acc1"].item())
+    assert single["val/acc5"] == pytest.approx(m["val/acc5"].item())
