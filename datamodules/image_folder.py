@@ -199,6 +199,13 @@ def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
     return world, rank, batch_size // div
 
 
+def check_full_batch(num_samples: int, batch_size: int, per_device: int, world_size: int) -> None:
+    """Training drops incomplete batches: fail clearly when not one full batch fits."""
+    if num_samples < per_device * world_size:
+        raise ValueError(f"data.batch_size={batch_size} is larger than the {num_samples} training samples: "
+                         f"no full batch (lower data.batch_size)")
+
+
 def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory: bool,
                 persistent_workers: bool, sampler=None, shuffle: bool = False, drop_last: bool = False,
                 generator=None) -> DataLoader:
@@ -342,6 +349,7 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
+        check_full_batch(len(self.train_set), self.batch_size, self.per_device_batch_size, self.world_size)
         if self.seed is None and self.world_size == 1:  # follow the global RNG (seed_everything)
             return self._loader(self.train_set, shuffle=True, drop_last=True)
         sampler = EpochSampler(self.train_set, self.world_size, self.rank, int(self.seed or 0))

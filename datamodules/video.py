@@ -41,7 +41,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .image_folder import EpochSampler, ShardSampler, load_class_index, make_loader, split_global_batch
+from .image_folder import (EpochSampler, ShardSampler, check_full_batch, load_class_index, make_loader,
+                           split_global_batch)
 from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, train_transform
 
 log = logging.getLogger("abswin.data")
@@ -448,8 +449,11 @@ class VideoDataModule(pl.LightningDataModule):
         self.eval_batch_size = None if eval_batch_size is None else int(eval_batch_size)
         self.num_workers = int(num_workers)
         self.mode = mode
-        if repeated_sampling < 1:
-            raise ValueError(f"data.repeated_sampling must be >= 1, got {repeated_sampling}")
+        for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate),
+                            ("repeated_sampling", repeated_sampling), ("num_temporal_views", num_temporal_views),
+                            ("num_spatial_views", num_spatial_views)):
+            if int(value) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
         self.repeated_sampling = int(repeated_sampling)
         self.num_temporal_views = int(num_temporal_views)
         self.num_spatial_views = int(num_spatial_views)
@@ -550,6 +554,7 @@ class VideoDataModule(pl.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         b = self.per_device_batch_size
+        check_full_batch(len(self.train_set), self.batch_size, b, self.world_size)
         if self.seed is None and self.world_size == 1:
             return self._loader(self.train_set, b, collate_video_train, shuffle=True, drop_last=True)
         sampler = EpochSampler(self.train_set, self.world_size, self.rank, int(self.seed or 0))

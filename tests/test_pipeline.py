@@ -135,10 +135,11 @@ def test_sweep_of_two_values_runs(tmp_path):
         (["data.img_size=100"], "img_size=100 is not allowed"),
         (["pretrained=/no/such.pth"], "/no/such.pth"),
         (["experiment=k400_ft_32x320_hiera_l", "trainer=cpu"], "needs pretrained=PATH"),
+        (["data.batch_size=8192"], "data.batch_size=8192 is larger than the 4000 training samples"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
-    r = _cli(["finetune.py", *args, *FAST], tmp_path)
+    r = _cli(["finetune.py", *FAST, *args], tmp_path)  # args last: they win
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last

@@ -265,3 +265,15 @@ def test_eval_multiview_and_missing_reported(kinetics, caplog):
 def test_eval_collate_all_missing():
     views, labels, index, missing = collate_video_eval([(None, 0, 7)])
     assert views.shape[0] == 0 and missing.tolist() == [7] and index.numel() == 0
+
+
+@pytest.mark.parametrize("arg", ["num_frames", "sampling_rate", "repeated_sampling", "num_temporal_views",
+                                 "num_spatial_views"])
+def test_nonpositive_clip_settings_are_one_line_errors(kinetics, arg):
+    with pytest.raises(ValueError, match=f"data.{arg} must be >= 1, got 0"):
+        VideoDataModule(str(kinetics), **{arg: 0})
+
+
+def test_batch_larger_than_the_data_set_is_a_clear_error(kinetics):
+    with pytest.raises(ValueError, match="data.batch_size=64 is larger than the 6 training samples"):
+        dm(kinetics, batch_size=64).train_dataloader()
