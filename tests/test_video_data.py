@@ -205,7 +205,7 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
 
 
 def test_train_randaugment_shared_and_seeded(kinetics):
-    m = dm(kinetics, randaug_num_ops=2, randaug_magnitude=9, randaug_op_prob=1.0, random_erasing=0.0)
+    m = dm(kinetics, batch_size=2, randaug_num_ops=2, randaug_magnitude=9, randaug_op_prob=1.0, random_erasing=0.0)
     ds = m.train_set
     m.train_dataloader()  # the EpochSampler hands the seed to the data set
     a = ds[0][0]
