@@ -291,7 +291,6 @@ def bench_model(name: str, batch: int, device: str, dtype: str, steps: int, warm
         return time.perf_counter() - t
 
     times = [step() for _ in range(warmup + steps)][warmup:]
-    del model, x, y
     return {"device": device, "dtype": dtype, "batch": batch, **summary(times, batch)}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform, train_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform, mode_train_transform, randaug_settings
 
 log = logging.getLogger("abswin.data")
 
@@ -218,6 +218,20 @@ def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory:
     )
 
 
+def make_train_loader(dataset, batch_size: int, per_device: int, world_size: int, rank: int, seed: int | None,
+                      collate, num_workers: int, pin_memory: bool, persistent_workers: bool) -> DataLoader:
+    """The training loader of every data module: full batches only; one process without a seed
+    shuffles from the global RNG (``seed_everything``), otherwise :class:`EpochSampler` (workers
+    re-created each epoch, so they see the epoch its per-sample seeds derive from)."""
+    check_full_batch(len(dataset), batch_size, per_device, world_size)
+    if seed is None and world_size == 1:
+        return make_loader(dataset, per_device, collate, num_workers, pin_memory, persistent_workers,
+                           shuffle=True, drop_last=True)
+    sampler = EpochSampler(dataset, world_size, rank, int(seed or 0))
+    return make_loader(dataset, per_device, collate, num_workers, pin_memory, False, sampler=sampler,
+                       drop_last=True)
+
+
 # ---------------------------------------------------------------------------- the data module
 class ImageDataModule(pl.LightningDataModule):
     """ImageNet-style folders ``root/{train_split,val_split}/CLASS/*``.
@@ -285,9 +299,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.scale = tuple(float(s) for s in scale)
         self.ratio = tuple(float(r) for r in ratio)
         self.hflip = float(hflip)
-        self.randaug = dict(randaug_num_ops=int(randaug_num_ops), randaug_magnitude=float(randaug_magnitude),
-                            randaug_mstd=None if randaug_mstd is None else float(randaug_mstd),
-                            randaug_op_prob=float(randaug_op_prob), randaug_num_bins=int(randaug_num_bins))
+        self.randaug = randaug_settings(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
+                                        randaug_num_bins)
         self.random_erasing = float(random_erasing)
         self.train_split = train_split
         self.val_split = val_split
@@ -310,11 +323,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ transforms
     def train_transform(self):
-        if self.mode == "pretrain":  # MAE: RandomResizedCrop + flip only
-            return train_transform(self.img_size, self.scale, self.ratio, self.hflip, randaug_mstd=None,
-                                   random_erasing=0.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        return train_transform(self.img_size, self.scale, self.ratio, self.hflip, **self.randaug,
-                               random_erasing=self.random_erasing, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug,
+                                    self.random_erasing)
 
     def eval_transform(self):
         return eval_transform(self.img_size, self.crop_pct, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -340,28 +350,22 @@ class ImageDataModule(pl.LightningDataModule):
             return None  # the loader draws from the global torch RNG (seed_everything)
         return torch.Generator().manual_seed(int(self.seed) + 1000 * offset + self.rank)
 
-    def _loader(self, dataset, sampler=None, shuffle=False, drop_last=False, generator=None,
-                persistent: bool = True) -> DataLoader:
-        return make_loader(dataset, self.per_device_batch_size, collate_skip_none, self.num_workers,
-                           self.pin_memory, persistent and self.persistent_workers, sampler=sampler,
-                           shuffle=shuffle, drop_last=drop_last, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        check_full_batch(len(self.train_set), self.batch_size, self.per_device_batch_size, self.world_size)
-        if self.seed is None and self.world_size == 1:  # follow the global RNG (seed_everything)
-            return self._loader(self.train_set, shuffle=True, drop_last=True)
-        sampler = EpochSampler(self.train_set, self.world_size, self.rank, int(self.seed or 0))
-        return self._loader(self.train_set, sampler=sampler, drop_last=True, persistent=False)
+        return make_train_loader(self.train_set, self.batch_size, self.per_device_batch_size, self.world_size,
+                                 self.rank, self.seed, collate_skip_none, self.num_workers, self.pin_memory,
+                                 self.persistent_workers)
 
     def val_dataloader(self):
         if self.train_set is None:
             self.setup("validate")
         if self.val_set is None:
             return []
-        sampler = ShardSampler(self.val_set, self.world_size, self.rank)
-        return self._loader(self.val_set, sampler=sampler, generator=self._generator(1))
+        return make_loader(self.val_set, self.per_device_batch_size, collate_skip_none, self.num_workers,
+                           self.pin_memory, self.persistent_workers, generator=self._generator(1),
+                           sampler=ShardSampler(self.val_set, self.world_size, self.rank))
 
     def test_dataloader(self):
         return self.val_dataloader()

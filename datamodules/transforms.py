@@ -139,6 +139,22 @@ def train_transform(
     return v2.Compose(ops)
 
 
+def randaug_settings(num_ops: int, magnitude: float, mstd: float | None, op_prob: float, num_bins: int) -> dict:
+    """The ``randaug_*`` keyword arguments of :func:`train_transform`, typed (Hydra passes strings/ints)."""
+    return dict(randaug_num_ops=int(num_ops), randaug_magnitude=float(magnitude),
+                randaug_mstd=None if mstd is None else float(mstd), randaug_op_prob=float(op_prob),
+                randaug_num_bins=int(num_bins))
+
+
+def mode_train_transform(mode: str, img_size: int, scale: Sequence[float], ratio: Sequence[float], hflip: float,
+                         randaug: dict, random_erasing: float) -> v2.Compose:
+    """The data modules' training transform: ``"pretrain"`` (MAE) is crop + flip only;
+    ``"finetune"`` adds RandAugment (``randaug``: :func:`randaug_settings`) and RandomErasing."""
+    if mode == "pretrain":
+        return train_transform(img_size, scale, ratio, hflip, randaug_mstd=None, random_erasing=0.0)
+    return train_transform(img_size, scale, ratio, hflip, **randaug, random_erasing=random_erasing)
+
+
 def eval_transform(
     img_size: int,
     crop_pct: float = 0.875,

@@ -41,9 +41,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .image_folder import (EpochSampler, ShardSampler, check_full_batch, load_class_index, make_loader,
-                           split_global_batch)
-from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, train_transform
+from .image_folder import ShardSampler, load_class_index, make_loader, make_train_loader, split_global_batch
+from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, mode_train_transform, randaug_settings
 
 log = logging.getLogger("abswin.data")
 
@@ -463,9 +462,8 @@ class VideoDataModule(pl.LightningDataModule):
         self.scale = tuple(float(s) for s in scale)
         self.ratio = tuple(float(r) for r in ratio)
         self.hflip = float(hflip)
-        self.randaug = dict(randaug_num_ops=int(randaug_num_ops), randaug_magnitude=float(randaug_magnitude),
-                            randaug_mstd=None if randaug_mstd is None else float(randaug_mstd),
-                            randaug_op_prob=float(randaug_op_prob), randaug_num_bins=int(randaug_num_bins))
+        self.randaug = randaug_settings(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
+                                        randaug_num_bins)
         self.random_erasing = float(random_erasing)
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.decode_timeout = decode_timeout
@@ -512,11 +510,8 @@ class VideoDataModule(pl.LightningDataModule):
         return split is not None and ((self.root / f"{split}.csv").is_file() or (self.root / split).is_dir())
 
     def train_transform(self):
-        if self.mode == "pretrain":
-            return train_transform(self.img_size, self.scale, self.ratio, self.hflip, randaug_mstd=None,
-                                   random_erasing=0.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        return train_transform(self.img_size, self.scale, self.ratio, self.hflip, **self.randaug,
-                               random_erasing=self.random_erasing, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug,
+                                    self.random_erasing)
 
     def _dataset(self, split: str, train: bool, index=None) -> VideoDataset:
         paths, raw = index if index is not None else read_index(self.root, split)
@@ -544,28 +539,19 @@ class VideoDataModule(pl.LightningDataModule):
             self.test_set = self._dataset(self.test_split, False)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset, batch_size, collate, sampler=None, shuffle=False, drop_last=False,
-                generator=None, persistent: bool = True) -> DataLoader:
-        return make_loader(dataset, batch_size, collate, self.num_workers, self.pin_memory,
-                           persistent and self.persistent_workers, sampler=sampler, shuffle=shuffle,
-                           drop_last=drop_last, generator=generator)
-
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        b = self.per_device_batch_size
-        check_full_batch(len(self.train_set), self.batch_size, b, self.world_size)
-        if self.seed is None and self.world_size == 1:
-            return self._loader(self.train_set, b, collate_video_train, shuffle=True, drop_last=True)
-        sampler = EpochSampler(self.train_set, self.world_size, self.rank, int(self.seed or 0))
-        return self._loader(self.train_set, b, collate_video_train, sampler=sampler, drop_last=True,
-                            persistent=False)
+        return make_train_loader(self.train_set, self.batch_size, self.per_device_batch_size, self.world_size,
+                                 self.rank, self.seed, collate_video_train, self.num_workers, self.pin_memory,
+                                 self.persistent_workers)
 
     def _eval_loader(self, dataset):
         if dataset is None:
             return []
         b = self.eval_batch_size or self.per_device_batch_size
-        return self._loader(dataset, b, collate_video_eval, sampler=ShardSampler(dataset, self.world_size, self.rank))
+        return make_loader(dataset, b, collate_video_eval, self.num_workers, self.pin_memory, self.persistent_workers,
+                           sampler=ShardSampler(dataset, self.world_size, self.rank))
 
     def val_dataloader(self):
         if self.train_set is None:

@@ -113,7 +113,7 @@ class FinetuneModule(TrainingModule):
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
         self._set_model(create_model(model_name, **kwargs), compile)
-        self._eval_counts = [0, 0]  # this rank's evaluated samples, missing videos (per epoch)
+        self._eval_counts = [0, 0]  # this rank's evaluated samples and missing videos; reset each eval epoch
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
         for stage in ("val", "test"):
@@ -177,7 +177,6 @@ class FinetuneModule(TrainingModule):
     def _log_counts(self, stage: str) -> None:
         """Log the evaluated and missing counts summed over ranks (every rank calls this)."""
         counts = torch.tensor(self._eval_counts, dtype=torch.float64, device=self.device)
-        self._eval_counts = [0, 0]
         num_samples, num_missing = (int(c) for c in self.trainer.strategy.reduce(counts, reduce_op="sum"))
         if self.trainer.sanity_checking:
             return
