@@ -31,11 +31,46 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("init_tag", init_tag)
 
 
+JOB_FILE = "job.json"  # which scheduler job runs in a run directory: a requeued job continues its own run
+
+
+def requeued_here(run_dir: Path) -> str | None:
+    """This process's scheduler job id if that job started the run in ``run_dir`` before: a job
+    requeued after preemption, which must continue its run without ``resume=`` added by hand."""
+    from abswin.training.preemption import scheduler_job_id
+
+    job = scheduler_job_id()
+    try:
+        owner = json.loads((run_dir / JOB_FILE).read_text()).get("job_id")
+    except (OSError, ValueError):
+        return None
+    return job if job is not None and job == owner else None
+
+
+def record_job(run_dir: Path) -> None:
+    """Note the scheduler job that runs ``run_dir`` (global rank 0 only)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from abswin.training.preemption import scheduler_job_id
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{JOB_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"job_id": scheduler_job_id(), "pid": os.getpid()}) + "\n")
+    os.replace(tmp, run_dir / JOB_FILE)
+
+
 def resolve_resume(resume: Any, run_dir: Path) -> str | None:
-    """`resume`: false (fresh run), true (must continue), 'auto' (continue if possible) or a path."""
+    """`resume`: false (fresh run), true (must continue), 'auto' (continue if possible) or a path.
+    With false, a scheduler job that was requeued continues its own run (see :func:`requeued_here`)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume in (None, False, "false", "False"):
         if last.exists():
+            job = requeued_here(run_dir)
+            if job is not None:
+                log.info("job %s was requeued: continuing %s", job, last)
+                return str(last)
             raise FileExistsError(
                 f"{run_dir} already holds a run (checkpoints/last.ckpt): pass resume=true to continue it, "
                 f"or run_name=NEW_NAME to start another"
@@ -67,6 +102,49 @@ def _instantiate_logger(cfg: DictConfig, run_dir: Path):
     return instantiate(cfg.logger, **kwargs)
 
 
+def rank_command():
+    """``local_rank -> argv`` that starts another rank of this Hydra job: the same script with this
+    job's own overrides (``sys.argv`` of a ``-m`` sweep holds the whole sweep), in this job's output
+    folder, logging to its own file; None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    out = str(hc.runtime.output_dir).replace("\\", "\\\\").replace("'", "\\'")
+    argv = [sys.executable, os.path.abspath(sys.argv[0]), *hc.overrides.task, f"hydra.run.dir='{out}'",
+            "hydra.output_subdir=null"]
+    return lambda local_rank: [*argv, f"hydra.job.name={hc.job.name}_rank{local_rank}"]
+
+
+def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
+    """``trainer.fit``, with a failed collective as one :class:`DistributedFailure` line and
+    Lightning's SIGTERM stop (before our handler is in place) as :class:`Preempted`."""
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from abswin.training import DDPStrategy, Preempted
+    from abswin.training.ddp import distributed_failure
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy):
+        strategy.rank_command = rank_command()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise Preempted(signal.SIGTERM, trainer.global_step, None, False) from None
+    except Exception as e:
+        failure = distributed_failure(e, trainer.global_rank, trainer.global_step,
+                                      getattr(strategy, "timeout_s", None))
+        if failure is None:
+            raise
+        raise failure from e
+    finally:  # close the W&B run: the next job of a sweep runs in this same process
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit (pretrain or finetune) as configured; returns the final metrics (also in results.json)."""
     import lightning.pytorch as pl
@@ -80,6 +158,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.resume, run_dir)
+    record_job(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data.datamodule)
@@ -95,11 +174,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    finally:  # close the W&B run: the next job of a sweep runs in this same process
-        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-            sys.modules["wandb"].finish()
+    fit(trainer, module, datamodule, ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero:
@@ -114,11 +189,22 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 def main(cfg: DictConfig, metric: str) -> float | None:
     """Entry-point body: bad input ends the run with one line on stderr, not a traceback
-    (set ``ABSWIN_DEBUG=1`` for the full traceback)."""
+    (set ``ABSWIN_DEBUG=1`` for the full traceback), exit status 2. A failed collective: one line,
+    status 1. Stopped by a signal after saving: one line, status 128 + the signal's number."""
     from hydra.errors import InstantiationException
+
+    from abswin.training import DistributedFailure, Preempted
 
     try:
         return run(cfg).get(metric)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except DistributedFailure as e:
+        if os.environ.get("ABSWIN_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except (InstantiationException, *USER_ERRORS) as e:
         cause = e.__cause__ if isinstance(e, InstantiationException) else e
         if not isinstance(cause, USER_ERRORS) or os.environ.get("ABSWIN_DEBUG"):

@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from abswin import create_model  # noqa: E402
 from datamodules import video  # noqa: E402
+from datamodules.loading import SampleKey  # noqa: E402
 from datamodules.video import (VIDEO_EXTENSIONS, VideoDataModule, _read_decord, _read_pyav,  # noqa: E402
                                collate_video_train, read_frames, train_clip_indices)
 
@@ -231,10 +232,10 @@ def bench_worker(root: Path, configs: list[tuple[str, int]], items: int, warmup:
             order = range(len(configs)) if i % 2 == 0 else reversed(range(len(configs)))
             for k in order:
                 ds = sets[k]
-                ds.seed, ds.epoch = 0, i  # seeded per sample: every setting gets the same windows and ops
+                ds.seed = 0  # seeded per sample: every setting gets the same windows and ops
                 log.clear()
                 t = time.perf_counter()
-                sample = ds[i % len(ds)]
+                sample = ds[SampleKey(i % len(ds), i)]
                 dt = time.perf_counter() - t
                 if sample is None:
                     raise SystemExit(f"unreadable video {ds.path(i % len(ds))}")

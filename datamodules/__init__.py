@@ -3,7 +3,8 @@
 Knows nothing about models; every number is a constructor argument (Hydra ``_target_``).
 """
 from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
-from .image_folder import ImageDataModule, ImageFolderDataset, ShardSampler, collate_skip_none
+from .image_folder import ImageDataModule, ImageFolderDataset, collate_skip_none
+from .loading import ResumableSampler, SampleKey, ShardedDataModule, ShardSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
 from .video import VideoDataModule, VideoDataset, read_frames
 from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
@@ -16,7 +17,10 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataset",
     "RandAugmentMstd",
+    "ResumableSampler",
+    "SampleKey",
     "ShardSampler",
+    "ShardedDataModule",
     "build_demo_dataset",
     "collate_skip_none",
     "decode",

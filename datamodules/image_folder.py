@@ -2,23 +2,22 @@
 
 Batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std,
 int64 ``[B]``. ``batch_size`` is GLOBAL; each rank loads its own shard (the trainer runs with
-``use_distributed_sampler: false``): train through ``DistributedSampler(drop_last=True)``, val/test
-through :class:`ShardSampler` (disjoint strided shards, no padded duplicates).
+``use_distributed_sampler: false``): train through the resumable sampler, val/test through
+:class:`~datamodules.loading.ShardSampler` (see :mod:`datamodules.loading`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from .loading import SampleKey, ShardedDataModule, sample_rng, split_key
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform, mode_train_transform, randaug_settings
 
 log = logging.getLogger("abswin.data")
@@ -94,8 +93,7 @@ class ImageFolderDataset(Dataset):
         self.paths = np.array(paths)
         self.labels = np.array(labels, dtype=np.int64)
         self.num_skipped = 0
-        self.seed: int | None = None  # set: each sample's augmentation depends on (seed, epoch, index) only
-        self.epoch = 0
+        self.seed: int | None = None  # set by the training loader: augmentation from (seed, epoch, index)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -103,7 +101,8 @@ class ImageFolderDataset(Dataset):
     def path(self, index: int) -> Path:
         return self.split_dir / self.paths[index].decode()
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | SampleKey):
+        index, sample = split_key(key)
         path = self.path(index)
         try:
             with open(path, "rb") as f:
@@ -114,11 +113,10 @@ class ImageFolderDataset(Dataset):
             log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, msg)
             return None
         if self.transform is not None:
-            if self.seed is None:
+            if sample is None or self.seed is None:
                 img = self.transform(img)
-            else:  # reproducible whatever the worker count, and across resumes
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(hash((self.seed, self.epoch, index)) % 2**63)
+            else:  # the same whatever the worker count, and across resumes
+                with sample_rng(self.seed, sample):
                     img = self.transform(img)
         return img, int(self.labels[index])
 
@@ -136,104 +134,8 @@ def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-# ---------------------------------------------------------------------------- samplers and seeding
-class ShardSampler(Sampler[int]):
-    """Evaluation sampler: rank ``r`` of ``n`` gets indices ``r, r+n, r+2n, ...`` in order.
-
-    The shards are disjoint and cover the data set exactly once (no padding duplicates, unlike
-    ``DistributedSampler``), so summed metrics count each image once; shard sizes differ by at most
-    one. ``num_replicas``/``rank`` default to the initialised process group (else 1/0)."""
-
-    def __init__(self, data_source: Sequence | int, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
-        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.num_replicas = num_replicas if num_replicas is not None else (
-            torch.distributed.get_world_size() if dist_on else 1)
-        self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist_on else 0)
-        if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
-        self.length = data_source if isinstance(data_source, int) else len(data_source)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.num_replicas))
-
-
-class EpochSampler(DistributedSampler):
-    """Training sampler (one or many ranks) whose order and augmentations depend only on
-    (seed, epoch): Lightning calls :meth:`set_epoch` before each epoch, which sets the shuffle
-    order (as ``DistributedSampler``) and tells the dataset the epoch its per-sample augmentation
-    seeds derive from. A run resumed at epoch ``e`` sees exactly the batches of an uninterrupted
-    run. Workers are re-created each epoch so they see the new epoch."""
-
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        dataset.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.dataset.epoch = epoch
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
-    its generator, so the whole pipeline follows ``seed``/``seed_everything``)."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
-    """``(world_size, rank, per_device_batch)`` for a GLOBAL ``batch_size`` split over devices and
-    gradient accumulation (``trainer`` may be None: one process)."""
-    world = int(getattr(trainer, "world_size", 1)) if trainer is not None else 1
-    rank = int(getattr(trainer, "global_rank", 0)) if trainer is not None else 0
-    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1)) if trainer is not None else 1
-    div = world * accumulate
-    if batch_size % div:
-        raise ValueError(f"data.batch_size={batch_size} (global) is not divisible by world_size "
-                         f"{world} x accumulate_grad_batches {accumulate} = {div}")
-    return world, rank, batch_size // div
-
-
-def check_full_batch(num_samples: int, batch_size: int, per_device: int, world_size: int) -> None:
-    """Training drops incomplete batches: fail clearly when not one full batch fits."""
-    if num_samples < per_device * world_size:
-        raise ValueError(f"data.batch_size={batch_size} is larger than the {num_samples} training samples: "
-                         f"no full batch (lower data.batch_size)")
-
-
-def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory: bool,
-                persistent_workers: bool, sampler=None, shuffle: bool = False, drop_last: bool = False,
-                generator=None) -> DataLoader:
-    """The DataLoader settings every data module shares (seeded workers, pinning only with CUDA)."""
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
-        num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory and torch.cuda.is_available(),
-        persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
-        generator=generator,
-    )
-
-
-def make_train_loader(dataset, batch_size: int, per_device: int, world_size: int, rank: int, seed: int | None,
-                      collate, num_workers: int, pin_memory: bool, persistent_workers: bool) -> DataLoader:
-    """The training loader of every data module: full batches only; one process without a seed
-    shuffles from the global RNG (``seed_everything``), otherwise :class:`EpochSampler` (workers
-    re-created each epoch, so they see the epoch its per-sample seeds derive from)."""
-    check_full_batch(len(dataset), batch_size, per_device, world_size)
-    if seed is None and world_size == 1:
-        return make_loader(dataset, per_device, collate, num_workers, pin_memory, persistent_workers,
-                           shuffle=True, drop_last=True)
-    sampler = EpochSampler(dataset, world_size, rank, int(seed or 0))
-    return make_loader(dataset, per_device, collate, num_workers, pin_memory, False, sampler=sampler,
-                       drop_last=True)
-
-
 # ---------------------------------------------------------------------------- the data module
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(ShardedDataModule):
     """ImageNet-style folders ``root/{train_split,val_split}/CLASS/*``.
 
     Args:
@@ -319,7 +221,6 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: ImageFolderDataset | None = None
         self.val_set: ImageFolderDataset | None = None
         self.per_device_batch_size = self.batch_size
-        self.world_size, self.rank = 1, 0
 
     # ------------------------------------------------------------------ transforms
     def train_transform(self):
@@ -331,8 +232,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
-            getattr(self, "trainer", None), self.batch_size)
+        self._split_batch()
         if self.train_set is None:
             self.train_set = ImageFolderDataset(check_split_dir(self.root, self.train_split),
                                                 self.class_to_idx, self.train_transform())
@@ -345,27 +245,15 @@ class ImageDataModule(pl.LightningDataModule):
                                                   self.class_to_idx, self.eval_transform())
 
     # ------------------------------------------------------------------ loaders
-    def _generator(self, offset: int) -> torch.Generator | None:
-        if self.seed is None:
-            return None  # the loader draws from the global torch RNG (seed_everything)
-        return torch.Generator().manual_seed(int(self.seed) + 1000 * offset + self.rank)
-
-
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        return make_train_loader(self.train_set, self.batch_size, self.per_device_batch_size, self.world_size,
-                                 self.rank, self.seed, collate_skip_none, self.num_workers, self.pin_memory,
-                                 self.persistent_workers)
+        return self._train_loader(collate_skip_none)
 
     def val_dataloader(self):
         if self.train_set is None:
             self.setup("validate")
-        if self.val_set is None:
-            return []
-        return make_loader(self.val_set, self.per_device_batch_size, collate_skip_none, self.num_workers,
-                           self.pin_memory, self.persistent_workers, generator=self._generator(1),
-                           sampler=ShardSampler(self.val_set, self.world_size, self.rank))
+        return self._eval_loader(self.val_set, self.per_device_batch_size, collate_skip_none)
 
     def test_dataloader(self):
         return self.val_dataloader()

@@ -35,13 +35,13 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .image_folder import ShardSampler, load_class_index, make_loader, make_train_loader, split_global_batch
+from .image_folder import load_class_index
+from .loading import SampleKey, ShardedDataModule, sample_rng, split_key
 from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, mode_train_transform, randaug_settings
 
 log = logging.getLogger("abswin.data")
@@ -289,8 +289,7 @@ class VideoDataset(Dataset):
         self.decoder = decoder
         self.num_skipped = 0
         self.missing: list[int] = []
-        self.seed: int | None = None
-        self.epoch = 0
+        self.seed: int | None = None  # set by the training loader: augmentation from (seed, epoch, index)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -305,11 +304,11 @@ class VideoDataset(Dataset):
         log.warning("%s unreadable video %s (%s: %s)", "skipping" if self.train else "MISSING in evaluation:",
                     self.path(index), type(e).__name__, " ".join(str(e).split()))
 
-    def __getitem__(self, index: int):
-        if self.seed is None or not self.train:
+    def __getitem__(self, key: int | SampleKey):
+        index, sample = split_key(key)
+        if sample is None or self.seed is None or not self.train:
             return self._item(index, np.random.default_rng(int(torch.randint(2**62, ()))))
-        with torch.random.fork_rng(devices=[]):  # reproducible whatever the worker count
-            torch.manual_seed(hash((self.seed, self.epoch, index)) % 2**63)
+        with sample_rng(self.seed, sample):  # the same whatever the worker count, and across resumes
             return self._item(index, np.random.default_rng(int(torch.randint(2**62, ()))))
 
     def _item(self, index: int, rng: np.random.Generator):
@@ -373,7 +372,7 @@ def collate_video_eval(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 # ---------------------------------------------------------------------------- the data module
-class VideoDataModule(pl.LightningDataModule):
+class VideoDataModule(ShardedDataModule):
     """Kinetics-style videos (``root/{split}.csv`` or ``root/{split}/CLASS/*.mp4``).
 
     Args (as :class:`~datamodules.image_folder.ImageDataModule` where they apply):
@@ -493,7 +492,6 @@ class VideoDataModule(pl.LightningDataModule):
         self.val_set: VideoDataset | None = None
         self.test_set: VideoDataset | None = None
         self.per_device_batch_size = self.batch_size
-        self.world_size, self.rank = 1, 0
 
     # ------------------------------------------------------------------ helpers
     def _labels(self, raw: Sequence[str], split: str) -> list[int]:
@@ -526,8 +524,7 @@ class VideoDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
-            getattr(self, "trainer", None), self.batch_size)
+        self._split_batch()
         if self.train_set is None:
             self.train_set = self._dataset(self.train_split, True, self._train_index)
         if self.val_set is None and self.val_split is not None:
@@ -542,26 +539,20 @@ class VideoDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        return make_train_loader(self.train_set, self.batch_size, self.per_device_batch_size, self.world_size,
-                                 self.rank, self.seed, collate_video_train, self.num_workers, self.pin_memory,
-                                 self.persistent_workers)
+        return self._train_loader(collate_video_train)
 
-    def _eval_loader(self, dataset):
-        if dataset is None:
-            return []
-        b = self.eval_batch_size or self.per_device_batch_size
-        return make_loader(dataset, b, collate_video_eval, self.num_workers, self.pin_memory, self.persistent_workers,
-                           sampler=ShardSampler(dataset, self.world_size, self.rank))
+    def _eval_videos(self, dataset):
+        return self._eval_loader(dataset, self.eval_batch_size or self.per_device_batch_size, collate_video_eval)
 
     def val_dataloader(self):
         if self.train_set is None:
             self.setup("validate")
-        return self._eval_loader(self.val_set)
+        return self._eval_videos(self.val_set)
 
     def test_dataloader(self):
         if self.train_set is None:
             self.setup("test")
-        return self._eval_loader(self.test_set if self.test_set is not None else self.val_set)
+        return self._eval_videos(self.test_set if self.test_set is not None else self.val_set)
 
     @property
     def num_skipped(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pathlib import Path
 
 import pytest
@@ -144,8 +146,27 @@ def test_every_callback_instantiates(config, tmp_path):
     cfg = _compose(config, [], tmp_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     names = {type(c).__name__ for c in callbacks}
-    assert {"ModelCheckpoint", "WindowSimilarityLogger", "PosEmbedImageLogger"} <= names
+    assert {"RunCheckpoint", "PreemptionCheckpoint", "WindowSimilarityLogger", "PosEmbedImageLogger"} <= names
     assert ("MAEReconstructionLogger" in names) == (config == "train")
+
+
+@pytest.mark.parametrize("override,interval", [
+    ([], ("_every_n_epochs", 1)),
+    (["callbacks.last.every_n_train_steps=1000"], ("_every_n_train_steps", 1000)),
+    (["callbacks.last.every_n_minutes=30"], ("_train_time_interval", timedelta(minutes=30))),
+])
+def test_checkpoint_interval_is_one_override(override, interval, tmp_path):
+    last = instantiate(_compose("train", override, tmp_path).callbacks.last)
+    assert getattr(last, interval[0]) == interval[1]
+    others = {"_every_n_epochs": 0, "_every_n_train_steps": 0, "_train_time_interval": None}
+    others.pop(interval[0])
+    assert all(getattr(last, k) == v for k, v in others.items())
+
+
+def test_two_checkpoint_intervals_are_one_clear_error(tmp_path):
+    cfg = _compose("train", ["callbacks.last.every_n_train_steps=10", "callbacks.last.every_n_epochs=2"], tmp_path)
+    with pytest.raises(Exception, match="one interval, got every_n_epochs=2 and every_n_train_steps=10"):
+        instantiate(cfg.callbacks.last)
 
 
 def test_slurm_launcher_composes(tmp_path):

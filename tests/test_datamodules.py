@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DistributedSampler
 
 from datamodules import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DemoDataModule,
     ImageDataModule,
+    ResumableSampler,
     ShardSampler,
     build_demo_dataset,
     eval_transform,
@@ -161,9 +161,10 @@ def test_global_batch_to_per_device(folder):
     dm.setup("fit")
     assert dm.per_device_batch_size == 2
     loader = dm.train_dataloader()
-    assert loader.batch_size == 2 and loader.drop_last
-    assert isinstance(loader.sampler, DistributedSampler)
-    assert (loader.sampler.num_replicas, loader.sampler.rank, loader.sampler.drop_last) == (2, 1, True)
+    assert loader.batch_size == 2
+    assert isinstance(loader.sampler, ResumableSampler)
+    assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
+    assert len(loader) == loader.sampler.batches_per_epoch == len(dm.train_set) // (2 * 2)  # full batches
     val = dm.val_dataloader()
     assert isinstance(val.sampler, ShardSampler) and list(val.sampler) == [1, 3, 5]
 

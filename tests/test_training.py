@@ -147,7 +147,7 @@ def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
         assert key in m and all(math.isfinite(v) for v in m[key]), key
     assert m["train/lr"] == pytest.approx(rec.lrs[:len(m["train/lr"])])
     assert len(m["val/loss"]) == 2
-    plots = sorted(p.name for p in (Path(logger.log_dir) / "plots").glob("*.png"))
+    plots = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert plots == ["mae_reconstruction_epoch0001.png", "pos_embed_channels_epoch0001.png"]
 
     # the checkpoint holds only primitive types and tensors, model keys under "model."
@@ -383,7 +383,7 @@ def test_wandb_offline_run_and_run_id_reuse(tmp_path, monkeypatch):
         wandb.finish()
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert runs and all(r.name.endswith(run_id) for r in runs)
-    assert list((run_dir / "plots").glob("pos_embed_channels_*.png"))
+    assert list((tmp_path / "plots").glob("pos_embed_channels_*.png"))  # the trainer's default_root_dir
     # a restart in the same run directory continues the same W&B run
     assert make_wandb_logger(run_dir, project="abswin-test").version == run_id
     assert wandb_run_id(run_dir) == run_id
@@ -396,3 +396,17 @@ def test_a_batch_of_only_unreadable_images_is_skipped():
     mae = MAEPretrainModule("mae_hiera_atto_224", {"img_size": 64}, batch_size=4)
     assert ft.training_step(empty, 0) is None and ft.validation_step(empty, 0) is None
     assert mae.training_step(empty, 0) is None and mae.validation_step(empty, 0) is None
+
+
+def test_an_unreadable_batch_under_ddp_still_joins_the_gradient_all_reduce():
+    """Returning None on one rank would leave the others waiting in DDP's all-reduce: the rank
+    with nothing to train on contributes a zero gradient to every parameter instead."""
+    from types import SimpleNamespace
+
+    empty = (torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
+    ft = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
+    ft._trainer = SimpleNamespace(world_size=2, global_rank=1)
+    loss = ft.training_step(empty, 0)
+    loss.backward()
+    params = [p for p in ft.model.parameters() if p.requires_grad]
+    assert loss.item() == 0.0 and all(p.grad is not None and not p.grad.any() for p in params)

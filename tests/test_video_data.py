@@ -10,6 +10,7 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("decord")
 
+from datamodules.loading import SampleKey  # noqa: E402
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from datamodules.video import (  # noqa: E402
     VideoDataModule,
@@ -207,13 +208,12 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
 def test_train_randaugment_shared_and_seeded(kinetics):
     m = dm(kinetics, batch_size=2, randaug_num_ops=2, randaug_magnitude=9, randaug_op_prob=1.0, random_erasing=0.0)
     ds = m.train_set
-    m.train_dataloader()  # the EpochSampler hands the seed to the data set
-    a = ds[0][0]
+    m.train_dataloader()  # the training loader hands the seed to the data set
+    a = ds[SampleKey(0, 0)][0]
     torch.manual_seed(123)  # per-sample seeding: independent of the global RNG
-    b = ds[0][0]
+    b = ds[SampleKey(0, 0)][0]
     assert torch.equal(a, b)
-    ds.epoch = 1
-    assert not torch.equal(ds[0][0], a)
+    assert not torch.equal(ds[SampleKey(0, 1)][0], a)  # another epoch, other augmentations
     # the transform on [T, 3, H, W]: identical frames stay identical (same crop/flip/RandAugment ops
     # and magnitudes for every frame), over many draws
     t = m.train_transform()

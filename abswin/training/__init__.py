@@ -6,8 +6,11 @@ is a constructor argument, so Hydra can instantiate them with ``_target_``.
 
 from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, ThroughputMonitor, WindowSimilarityLogger
 from .checkpoint_io import AtomicCheckpointIO
+from .ddp import DDPStrategy, DistributedFailure
 from .finetune import FinetuneModule
+from .preemption import Preempted, PreemptionCheckpoint
 from .pretrain import MAEPretrainModule
+from .run_checkpoint import RunCheckpoint
 from .schedule import WarmupCosine, build_lr_scheduler, schedule_steps
 from .wandb_utils import (
     configure_wandb_env,
@@ -20,10 +23,15 @@ from .wandb_utils import (
 
 __all__ = [
     "AtomicCheckpointIO",
+    "DDPStrategy",
+    "DistributedFailure",
     "FinetuneModule",
     "MAEPretrainModule",
     "MAEReconstructionLogger",
     "PosEmbedImageLogger",
+    "Preempted",
+    "PreemptionCheckpoint",
+    "RunCheckpoint",
     "ThroughputMonitor",
     "WarmupCosine",
     "WindowSimilarityLogger",

@@ -19,6 +19,7 @@ things fix that:
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import random
 import time
@@ -33,6 +34,8 @@ from ..optim import param_groups_lrd
 from .schedule import build_lr_scheduler, schedule_steps
 
 __all__ = ["TrainingModule", "capture_rng_states", "restore_rng_states", "to_plain"]
+
+log = logging.getLogger("abswin")
 
 
 def to_plain(value: Any) -> Any:
@@ -151,6 +154,16 @@ class TrainingModule(pl.LightningModule):
         if seconds > 0:
             self.log("train/throughput", images / seconds, on_step=True, on_epoch=False,
                      batch_size=batch[0].shape[0])
+
+    def _unreadable_batch(self) -> torch.Tensor | None:
+        """The training step of a batch in which every sample was unreadable. One process skips it
+        (None). Under DDP every rank must still join the gradient all-reduce, or the others wait
+        forever: this rank returns a zero loss over every trainable parameter, i.e. a zero gradient."""
+        log.warning("rank %d: every sample of training batch %d was unreadable", self.global_rank,
+                    self._micro_step)
+        if self._world() == 1:
+            return None
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
 
     # ------------------------------------------------------------------ RNG
     def _reseed(self) -> None:

@@ -2,7 +2,8 @@
 
 They need only ``pl_module.model`` (a :class:`~abswin.Hiera` or MAE model). Pictures go to
 every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer and are always saved as
-PNG under ``<trainer.log_dir or default_root_dir>/plots/`` (CSV users get them too).
+PNG under ``<default_root_dir>/plots/`` (CSV users get them too). Only global rank 0 makes
+them, so nothing here may call a collective (``trainer.log_dir`` is one).
 """
 
 from __future__ import annotations
@@ -43,12 +44,9 @@ def spatial_window_similarity(model) -> float:
 
 
 def _plots_dir(trainer: pl.Trainer) -> Path:
-    root = None
-    try:
-        root = trainer.log_dir
-    except Exception:  # some loggers have no directory
-        pass
-    return Path(root or trainer.default_root_dir) / "plots"
+    """``<default_root_dir>/plots`` (the run directory). Not ``trainer.log_dir``: that is a
+    broadcast to every rank, and the pictures are made on rank 0 alone."""
+    return Path(trainer.default_root_dir) / "plots"
 
 
 def log_and_save_image(trainer: pl.Trainer, key: str, image: torch.Tensor, caption: str | None = None) -> Path:
@@ -105,7 +103,8 @@ class WindowSimilarityLogger(pl.Callback):
             value = spatial_window_similarity(_model(pl_module))
         except ValueError:  # grid of fewer than two windows
             return
-        pl_module.log("pos_embed/window_similarity", value, on_step=False, on_epoch=True)
+        # the same value on every rank: sync_dist only keeps Lightning from warning
+        pl_module.log("pos_embed/window_similarity", value, on_step=False, on_epoch=True, sync_dist=True)
 
 
 class PosEmbedImageLogger(_EveryNEpochs):

@@ -125,7 +125,7 @@ class FinetuneModule(TrainingModule):
 
     def training_step(self, batch, batch_idx: int):
         if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
-            return None
+            return self._unreadable_batch()
         images, labels = batch[0], batch[1]
         if self.mix.enabled and images.shape[0] > 1:
             images, target = self.mix(images, labels)

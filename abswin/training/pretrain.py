@@ -80,7 +80,7 @@ class MAEPretrainModule(TrainingModule):
 
     def training_step(self, batch, batch_idx: int):
         if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
-            return None
+            return self._unreadable_batch()
         images = batch[0]
         loss = self.model(images, self.hparams.mask_ratio)[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])

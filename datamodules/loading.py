@@ -1,0 +1,240 @@
+"""What every data module shares: sharding over ranks, resumable training order, DataLoader settings.
+
+Training order and augmentation depend only on ``(seed, epoch, position in the epoch)``:
+
+* :class:`ResumableSampler` shuffles with ``(seed, epoch)``, gives each rank its shard and yields
+  :class:`SampleKey` s ``(index, epoch)``. The data sets seed each sample's augmentation from the
+  key (:func:`sample_rng`), so the worker processes need no state of their own: the result is
+  the same with 0 or N workers, persistent or not, whenever the iterator was created.
+* :class:`ShardedDataModule` saves the training position (epoch, batches done in it) in every
+  checkpoint through Lightning's ``state_dict`` / ``load_state_dict`` hooks. A run resumed from a
+  mid-epoch checkpoint gets the remaining batches of that epoch, in the same order, with the same
+  augmentations, and the weights end bit-identical to an uninterrupted run.
+
+Evaluation uses :class:`ShardSampler`: disjoint shards without padding, so summed metrics count
+every sample once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+log = logging.getLogger("abswin.data")
+
+__all__ = [
+    "ResumableSampler",
+    "SampleKey",
+    "ShardSampler",
+    "ShardedDataModule",
+    "check_full_batch",
+    "make_loader",
+    "sample_rng",
+    "split_key",
+    "seed_worker",
+    "split_global_batch",
+]
+
+
+class SampleKey(NamedTuple):
+    """What the training sampler hands the data set: the sample and the epoch it is drawn in."""
+
+    index: int
+    epoch: int
+
+
+@contextlib.contextmanager
+def sample_rng(seed: int, key: SampleKey):
+    """Within: the global CPU torch RNG seeded from ``(seed, epoch, index)`` only (``hash`` of a
+    tuple of ints does not depend on ``PYTHONHASHSEED``); the previous state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(hash((seed, key.epoch, key.index)) % 2**63)
+        yield
+
+
+def split_key(key) -> tuple[int, SampleKey | None]:
+    """``dataset[key]`` takes a plain index (evaluation, tools) or a :class:`SampleKey` (training)."""
+    if isinstance(key, tuple):
+        key = SampleKey(*key)
+        return int(key.index), key
+    return int(key), None
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sampler: rank ``r`` of ``n`` gets indices ``r, r+n, r+2n, ...`` in order.
+
+    The shards are disjoint and cover the data set exactly once (no padding duplicates, unlike
+    ``DistributedSampler``), so summed metrics count each sample once; shard sizes differ by at most
+    one. ``num_replicas``/``rank`` default to the initialised process group (else 1/0)."""
+
+    def __init__(self, data_source: Sequence | int, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.num_replicas = num_replicas if num_replicas is not None else (
+            torch.distributed.get_world_size() if dist_on else 1)
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist_on else 0)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
+        self.length = data_source if isinstance(data_source, int) else len(data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+
+class ResumableSampler(Sampler[SampleKey]):
+    """Training sampler: a ``(seed, epoch)`` permutation, cut to a multiple of ``num_replicas x
+    batch_size`` (full batches only), rank ``r`` taking every ``num_replicas``-th index from ``r``.
+
+    ``start(epoch, batches_done)`` makes the next iteration begin ``batches_done`` batches into
+    ``epoch`` (a mid-epoch resume); later epochs start at their beginning. ``len()`` is always the
+    whole epoch's shard, so the trainer's steps per epoch (and the lr schedule) do not change on a
+    resume; the resumed epoch simply ends ``batches_done`` batches early.
+    """
+
+    def __init__(self, num_samples: int, num_replicas: int, rank: int, batch_size: int, seed: int) -> None:
+        self.num_samples = int(num_samples)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.batches_per_epoch = self.num_samples // (self.num_replicas * self.batch_size)
+        self.epoch = 0
+        self._skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch (after the first iterator already exists)."""
+        if epoch != self.epoch:
+            self.epoch, self._skip_batches = int(epoch), 0
+
+    def start(self, epoch: int, batches_done: int) -> None:
+        """Position the sampler ``batches_done`` batches into ``epoch`` (a finished epoch: the next)."""
+        if batches_done >= self.batches_per_epoch:
+            epoch, batches_done = epoch + 1, 0
+        self.epoch, self._skip_batches = int(epoch), int(batches_done)
+
+    def _shard(self) -> list[int]:
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        used = self.batches_per_epoch * self.num_replicas * self.batch_size
+        return order[:used][self.rank::self.num_replicas].tolist()
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        shard = self._shard()[self._skip_batches * self.batch_size:]
+        self._skip_batches = 0  # a mid-epoch start applies to one iteration only
+        return iter([SampleKey(i, self.epoch) for i in shard])
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch * self.batch_size
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
+    its generator, so the whole pipeline follows ``seed``/``seed_everything``)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
+    """``(world_size, rank, per_device_batch)`` for a GLOBAL ``batch_size`` split over devices and
+    gradient accumulation (``trainer`` may be None: one process)."""
+    world = int(getattr(trainer, "world_size", 1)) if trainer is not None else 1
+    rank = int(getattr(trainer, "global_rank", 0)) if trainer is not None else 0
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1)) if trainer is not None else 1
+    div = world * accumulate
+    if batch_size % div:
+        raise ValueError(f"data.batch_size={batch_size} (global) is not divisible by world_size "
+                         f"{world} x accumulate_grad_batches {accumulate} = {div}")
+    return world, rank, batch_size // div
+
+
+def check_full_batch(num_samples: int, batch_size: int, per_device: int, world_size: int) -> None:
+    """Training drops incomplete batches: fail clearly when not one full batch fits."""
+    if num_samples < per_device * world_size:
+        raise ValueError(f"data.batch_size={batch_size} is larger than the {num_samples} training samples: "
+                         f"no full batch (lower data.batch_size)")
+
+
+def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory: bool,
+                persistent_workers: bool, sampler=None) -> DataLoader:
+    """The DataLoader settings every data module shares (seeded workers, pinning only with CUDA)."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
+    )
+
+
+class ShardedDataModule(pl.LightningDataModule):
+    """Base of the image and video data modules: the global batch split over ranks, a resumable
+    training loader, sharded evaluation loaders, and the training position in checkpoints.
+
+    Subclasses set ``batch_size`` (global), ``num_workers``, ``pin_memory``,
+    ``persistent_workers``, ``seed`` and ``train_set`` (in ``setup``), and call :meth:`_split_batch`
+    at the start of ``setup``.
+    """
+
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    seed: int | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_device_batch_size = 0
+        self.world_size, self.rank = 1, 0
+        self._train_sampler: ResumableSampler | None = None
+        self._resume_position: dict | None = None
+
+    def _split_batch(self) -> None:
+        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
+            getattr(self, "trainer", None), self.batch_size)
+
+    def _train_seed(self) -> int:
+        return int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+
+    def _train_loader(self, collate) -> DataLoader:
+        """Full batches only, in the resumable order; the data set seeds its augmentation from
+        ``(seed, epoch, index)``."""
+        dataset = self.train_set
+        check_full_batch(len(dataset), self.batch_size, self.per_device_batch_size, self.world_size)
+        dataset.seed = self._train_seed()
+        sampler = ResumableSampler(len(dataset), self.world_size, self.rank, self.per_device_batch_size,
+                                   dataset.seed)
+        if self._resume_position is not None:
+            sampler.start(self._resume_position["epoch"], self._resume_position["batches_done"])
+            log.info("training data resumes at epoch %d, batch %d", sampler.epoch, sampler._skip_batches)
+            self._resume_position = None
+        self._train_sampler = sampler
+        return make_loader(dataset, self.per_device_batch_size, collate, self.num_workers, self.pin_memory,
+                           self.persistent_workers, sampler=sampler)
+
+    def _eval_loader(self, dataset, batch_size: int, collate):
+        if dataset is None:
+            return []
+        return make_loader(dataset, batch_size, collate, self.num_workers, self.pin_memory, self.persistent_workers,
+                           sampler=ShardSampler(dataset, self.world_size, self.rank))
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict:
+        """The training position when the checkpoint is written: the epoch and how many of its
+        batches were trained (the batch being finished counts: checkpoints are written after it)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done)}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_position = state_dict.get("train_position")
