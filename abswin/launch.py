@@ -117,6 +117,31 @@ def rank_command():
     return lambda local_rank: [*argv, f"hydra.job.name={hc.job.name}_rank{local_rank}"]
 
 
+def fit_and_close(trainer, module, datamodule, ckpt_path: str | None) -> None:
+    """``trainer.fit``; then the W&B run is closed (the next job of a sweep runs in this same
+    process), and after an error the progress bars too (else they redraw at exit, after the
+    one-line message)."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except BaseException:
+        close_progress_bars(trainer)
+        raise
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
+
+
+def close_progress_bars(trainer) -> None:
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, TQDMProgressBar):
+            for name in ("train_progress_bar", "val_progress_bar"):
+                bar = getattr(cb, f"_{name}", None)
+                if bar is not None:
+                    bar.close()
+
+
 def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
     """``trainer.fit``, with a failed collective as one :class:`DistributedFailure` line and
     Lightning's SIGTERM stop (before our handler is in place) as :class:`Preempted`."""
@@ -131,7 +156,7 @@ def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
     if isinstance(strategy, DDPStrategy):
         strategy.rank_command = rank_command()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        fit_and_close(trainer, module, datamodule, ckpt_path)
     except SIGTERMException:
         raise Preempted(signal.SIGTERM, trainer.global_step, None, False) from None
     except Exception as e:
@@ -140,9 +165,6 @@ def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
         if failure is None:
             raise
         raise failure from e
-    finally:  # close the W&B run: the next job of a sweep runs in this same process
-        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-            sys.modules["wandb"].finish()
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
