@@ -94,7 +94,10 @@ class WindowSimilarityLogger(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.log_at_start:
-            value = spatial_window_similarity(_model(pl_module))
+            try:
+                value = spatial_window_similarity(_model(pl_module))
+            except ValueError:  # grid of fewer than two windows
+                return
             for logger in trainer.loggers:
                 logger.log_metrics({"pos_embed/window_similarity": value}, step=trainer.global_step)
 
