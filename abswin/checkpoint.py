@@ -289,6 +289,10 @@ def _unwrap(obj: dict, path: Path) -> tuple[dict[str, torch.Tensor], str | None,
     for prefix in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise _fail(path, f"holds NaN or infinite values in {', '.join(bad[:3])}{more} (weights of a diverged run?)")
     return tensors, container, ignored, lightning
 
 

@@ -167,12 +167,24 @@ def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
         raise failure from e
 
 
+def last_checkpoint_note(run_dir: Path) -> str:
+    """Which checkpoint a stopped run leaves to continue from (it is finite: see NonFiniteError)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "no checkpoint was written"
+    import torch
+
+    step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
+    return f"the last finite checkpoint is {last} (step {step})"
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit (pretrain or finetune) as configured; returns the final metrics (also in results.json)."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
     import abswin
+    from abswin.training import NonFiniteError
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # one copy of each message, via Hydra's handlers
         logging.getLogger(name).handlers.clear()
@@ -196,7 +208,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
-    fit(trainer, module, datamodule, ckpt_path)
+    try:
+        fit(trainer, module, datamodule, ckpt_path)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e}; {last_checkpoint_note(run_dir)}") from None
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero:
@@ -215,14 +230,14 @@ def main(cfg: DictConfig, metric: str) -> float | None:
     status 1. Stopped by a signal after saving: one line, status 128 + the signal's number."""
     from hydra.errors import InstantiationException
 
-    from abswin.training import DistributedFailure, Preempted
+    from abswin.training import DistributedFailure, NonFiniteError, Preempted
 
     try:
         return run(cfg).get(metric)
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except DistributedFailure as e:
+    except (DistributedFailure, NonFiniteError) as e:
         if os.environ.get("ABSWIN_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ Modules know models and batches (``(images, labels)``), never files or configs; 
 is a constructor argument, so Hydra can instantiate them with ``_target_``.
 """
 
+from .base import NonFiniteError
 from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, ThroughputMonitor, WindowSimilarityLogger
 from .checkpoint_io import AtomicCheckpointIO
 from .ddp import DDPStrategy, DistributedFailure
@@ -28,6 +29,7 @@ __all__ = [
     "FinetuneModule",
     "MAEPretrainModule",
     "MAEReconstructionLogger",
+    "NonFiniteError",
     "PosEmbedImageLogger",
     "Preempted",
     "PreemptionCheckpoint",

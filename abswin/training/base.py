@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import random
 import time
@@ -33,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from ..optim import param_groups_lrd
 from .schedule import build_lr_scheduler, schedule_steps
 
-__all__ = ["TrainingModule", "capture_rng_states", "restore_rng_states", "to_plain"]
+__all__ = ["NonFiniteError", "TrainingModule", "capture_rng_states", "restore_rng_states", "to_plain"]
 
 log = logging.getLogger("abswin")
 
@@ -80,6 +81,10 @@ def restore_rng_states(states: dict, device: torch.device | None = None) -> None
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN or infinite loss, gradient or weight."""
+
+
 class TrainingModule(pl.LightningModule):
     """Base class. Subclasses set ``self.model`` (via :meth:`_set_model`) and ``self.lr``,
     call ``save_hyperparameters()``, and have hparams ``weight_decay``, ``betas``,
@@ -96,6 +101,8 @@ class TrainingModule(pl.LightningModule):
         self._tp_window: collections.deque = collections.deque(maxlen=50)
         self._tp_last: float | None = None
         self._checked_batch = False
+        self._last_loss: torch.Tensor | None = None
+        self._nonfinite_skipped = 0
 
     # ------------------------------------------------------------------ model
     def _set_model(self, model: torch.nn.Module, compile: bool) -> None:
@@ -155,6 +162,43 @@ class TrainingModule(pl.LightningModule):
             self.log("train/throughput", images / seconds, on_step=True, on_epoch=False,
                      batch_size=batch[0].shape[0])
 
+    # ------------------------------------------------------------------ the non-finite guard
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        self._last_loss = loss.detach()
+        super().backward(loss, *args, **kwargs)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop (or, up to ``max_nonfinite_skips`` times, skip the step) when the gradient is not
+        finite. The gradient is the same on every rank after DDP's all-reduce (a NaN loss on one
+        rank makes it NaN everywhere), so every rank decides the same. Runs with a gradient
+        scaler (fp16) are left to the scaler, which skips such steps itself."""
+        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        if math.isfinite(norm):
+            return
+        loss = float(self._last_loss) if self._last_loss is not None else float("nan")
+        step = self.trainer.global_step if self._trainer is not None else 0
+        if self._nonfinite_skipped < self.hparams.get("max_nonfinite_skips", 0):
+            self._nonfinite_skipped += 1
+            rank_zero_warn(f"step {step}: loss {loss:g}, gradient norm {norm:g}: step skipped "
+                           f"({self._nonfinite_skipped} of at most {self.hparams.max_nonfinite_skips})")
+            for p in self.parameters():
+                p.grad = None  # AdamW leaves parameters without a gradient untouched
+            return
+        raise NonFiniteError(f"step {step}: the loss is {loss:g} and the gradient norm {norm:g}: training "
+                             f"diverged (lower the lr, or skip such steps with module.max_nonfinite_skips=N)")
+
+    def _check_finite_weights(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            step = self.trainer.global_step if self._trainer is not None else 0
+            raise NonFiniteError(f"step {step}: the weights hold NaN or infinite values ({', '.join(bad[:3])}): "
+                                 f"not written over the last checkpoint")
+
     def _unreadable_batch(self) -> torch.Tensor | None:
         """The training step of a batch in which every sample was unreadable. One process skips it
         (None). Under DDP every rank must still join the gradient all-reduce, or the others wait
@@ -179,8 +223,10 @@ class TrainingModule(pl.LightningModule):
         return self.device
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._check_finite_weights()  # every rank: nothing non-finite is ever written
         checkpoint["rng_states"] = capture_rng_states(self._rng_device())
-        checkpoint["step_seed"] = {"base": self._seed_base, "micro_step": self._micro_step}
+        checkpoint["step_seed"] = {"base": self._seed_base, "micro_step": self._micro_step,
+                                   "nonfinite_skipped": self._nonfinite_skipped}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # only when resuming a fit: load_from_checkpoint (no trainer) leaves the RNG alone
@@ -189,6 +235,7 @@ class TrainingModule(pl.LightningModule):
         if "step_seed" in checkpoint:
             self._seed_base = checkpoint["step_seed"]["base"]
             self._micro_step = checkpoint["step_seed"]["micro_step"]
+            self._nonfinite_skipped = checkpoint["step_seed"].get("nonfinite_skipped", 0)
 
 
 def resolve_lr(lr: float | None, blr: float | None, batch_size: int) -> tuple[float, bool]:

@@ -69,6 +69,8 @@ class FinetuneModule(TrainingModule):
             batches of one sample.
         label_smoothing: applied to the (mixed) targets.
         step_seed: reseed the RNG per batch for exactly reproducible resumes.
+        max_nonfinite_skips: steps with a NaN/infinite gradient to skip (each logged) before a
+            non-finite gradient stops the run; 0: the first one stops it.
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
         eval_views_per_forward: video evaluation runs the B x V views of a batch through the
             model this many clips at a time (None: all at once); lowers peak memory at 32x320.
@@ -102,6 +104,7 @@ class FinetuneModule(TrainingModule):
         compile: bool = False,
         warmup_steps: int | None = None,
         step_seed: bool = True,
+        max_nonfinite_skips: int = 0,
         eval_views_per_forward: int | None = None,
     ):
         super().__init__()

@@ -43,6 +43,8 @@ class MAEPretrainModule(TrainingModule):
         lr: absolute lr instead of ``blr`` scaling (if not None).
         val_mask_seed: seed of the validation masks (the same every epoch, so ``val/loss``
             is comparable across epochs).
+        max_nonfinite_skips: steps with a NaN/infinite gradient to skip (each logged) before a
+            non-finite gradient stops the run; 0: the first one stops it.
         step_seed: reseed the RNG per batch for exactly reproducible resumes (see
             :mod:`abswin.training.base`).
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
@@ -67,6 +69,7 @@ class MAEPretrainModule(TrainingModule):
         lr: float | None = None,
         val_mask_seed: int = 0,
         step_seed: bool = True,
+        max_nonfinite_skips: int = 0,
     ):
         super().__init__()
         model_kwargs = to_plain(model_kwargs)

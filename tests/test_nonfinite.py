@@ -1,0 +1,96 @@
+"""A diverging run never ends "successfully" and never writes NaN weights over a good checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from PIL import Image
+
+import abswin
+from abswin import CheckpointError
+from abswin.training import FinetuneModule, NonFiniteError, RunCheckpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(**kw) -> FinetuneModule:
+    return FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
+                          mixup=0.0, cutmix=0.0, warmup_epochs=0, **kw)
+
+
+def _nan_grads(module: FinetuneModule) -> None:
+    for p in module.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+
+
+def test_a_nan_gradient_stops_or_is_skipped_as_configured():
+    stop = _module()
+    _nan_grads(stop)
+    with pytest.raises(NonFiniteError, match=r"^step 0: the loss is nan and the gradient norm nan"):
+        stop.on_before_optimizer_step(None)
+
+    skip = _module(max_nonfinite_skips=2)
+    for _ in range(2):  # skipped: no gradient left, so AdamW leaves every weight as it is
+        _nan_grads(skip)
+        skip.on_before_optimizer_step(None)
+        assert all(p.grad is None for p in skip.parameters())
+    _nan_grads(skip)
+    with pytest.raises(NonFiniteError):
+        skip.on_before_optimizer_step(None)
+
+
+def test_nan_weights_are_never_written_over_a_good_checkpoint(tmp_path):
+    images = torch.randn(8, 3, 64, 64)
+    loader = torch.utils.data.DataLoader(list(zip(images, torch.arange(8) % 3)), batch_size=4)
+    module = _module()
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=[RunCheckpoint(dirpath=tmp_path, filename="last", enable_version_counter=False)])
+    trainer.fit(module, train_dataloaders=loader)
+    last = tmp_path / "last.ckpt"
+    before = last.read_bytes()
+    with torch.no_grad():
+        module.model.head.projection.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="head.projection.weight"):
+        trainer.save_checkpoint(last)
+    assert last.read_bytes() == before
+
+
+def test_load_checkpoint_refuses_non_finite_weights(tmp_path):
+    model = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3)
+    sd = model.state_dict()
+    sd["blocks.0.mlp.fc1.weight"][0, 0] = float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as e:
+        abswin.load_checkpoint(abswin.create_model("hiera_atto_224", img_size=64, num_classes=3), path)
+    assert str(e.value) == (f"checkpoint {path}: holds NaN or infinite values in blocks.0.mlp.fc1.weight "
+                            f"(weights of a diverged run?)")
+
+
+def test_a_diverging_run_exits_non_zero_and_keeps_no_nan_checkpoint(tmp_path):
+    for c in range(2):
+        d = tmp_path / "data" / "train" / f"c{c}"
+        d.mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (40, 48), (120 * c, 60, 90)).save(d / f"{i}.jpg")
+    env = dict(os.environ, ABSWIN_OUTPUT_ROOT=str(tmp_path / "out"), WANDB_MODE="offline")
+    r = subprocess.run([sys.executable, "train.py", "data=imagefolder", f"data.root={tmp_path / 'data'}",
+                        "data.img_size=64", "data.batch_size=8", "data.num_workers=0", "module.blr=1e8",
+                        "module.warmup_epochs=0", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                        "run_name=diverge"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    last_line = r.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: step ") and "the loss is nan" in last_line, last_line
+    run_dir = tmp_path / "out" / "pretrain" / "diverge"
+    assert not (run_dir / "results.json").exists()
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):  # whatever was written is finite
+        sd = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+        assert str(ckpt) in last_line
