@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,61 +30,28 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("init_tag", init_tag)
 
 
-JOB_FILE = "job.json"  # which scheduler job runs in a run directory: a requeued job continues its own run
+def check_resume_file(path: str) -> None:
+    """``resume=PATH`` gets the checks of ``pretrained=``: a one-line error for a missing, truncated,
+    foreign or code-running file, and for one that is not a training checkpoint."""
+    from abswin.checkpoint import CheckpointError, read_checkpoint
+
+    obj = read_checkpoint(path)
+    missing = [k for k in ("state_dict", "optimizer_states", "loops") if k not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: not a training checkpoint of this project (no "
+                              f"{', '.join(missing)}): resume= continues a run, pretrained= starts from weights")
 
 
-def requeued_here(run_dir: Path) -> str | None:
-    """This process's scheduler job id if that job started the run in ``run_dir`` before: a job
-    requeued after preemption, which must continue its run without ``resume=`` added by hand."""
-    from abswin.training.preemption import scheduler_job_id
+def log_to_file(run_dir: Path) -> logging.Handler:
+    """Log into ``<run_dir>/<job name>.log`` from here on (only once the run is accepted: a refused
+    start must leave the directory as it was)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    job = scheduler_job_id()
-    try:
-        owner = json.loads((run_dir / JOB_FILE).read_text()).get("job_id")
-    except (OSError, ValueError):
-        return None
-    return job if job is not None and job == owner else None
-
-
-def record_job(run_dir: Path) -> None:
-    """Note the scheduler job that runs ``run_dir`` (global rank 0 only)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from abswin.training.preemption import scheduler_job_id
-
-    if getattr(rank_zero_only, "rank", 0) != 0:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{JOB_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"job_id": scheduler_job_id(), "pid": os.getpid()}) + "\n")
-    os.replace(tmp, run_dir / JOB_FILE)
-
-
-def resolve_resume(resume: Any, run_dir: Path) -> str | None:
-    """`resume`: false (fresh run), true (must continue), 'auto' (continue if possible) or a path.
-    With false, a scheduler job that was requeued continues its own run (see :func:`requeued_here`)."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume in (None, False, "false", "False"):
-        if last.exists():
-            job = requeued_here(run_dir)
-            if job is not None:
-                log.info("job %s was requeued: continuing %s", job, last)
-                return str(last)
-            raise FileExistsError(
-                f"{run_dir} already holds a run (checkpoints/last.ckpt): pass resume=true to continue it, "
-                f"or run_name=NEW_NAME to start another"
-            )
-        return None
-    if resume in (True, "true", "True"):
-        if not last.exists():
-            raise FileNotFoundError(f"resume=true but there is no {last} to continue; start with resume=false")
-        return str(last)
-    if resume == "auto":
-        return str(last) if last.exists() else None
-    path = Path(str(resume))
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
-    return str(path)
+    name = HydraConfig.get().job.name if HydraConfig.initialized() else "run"
+    handler = logging.FileHandler(run_dir / f"{name}.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def _instantiate_logger(cfg: DictConfig, run_dir: Path):
@@ -183,42 +149,63 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     import abswin
+    from abswin import run_directory
     from abswin.training import NonFiniteError
+    from abswin.training.preemption import scheduler_job_id
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # one copy of each message, via Hydra's handlers
         logging.getLogger(name).handlers.clear()
     if cfg.get("require_pretrained") and not cfg.get("pretrained"):
         raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
     run_dir = Path(cfg.paths.run_dir)
-    ckpt_path = resolve_resume(cfg.resume, run_dir)
-    record_job(run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule = instantiate(cfg.data.datamodule)
-    module_kwargs = {}
-    if "num_classes" in cfg.module and cfg.module.num_classes is None:
-        module_kwargs["num_classes"] = datamodule.num_classes
-    module = instantiate(cfg.module, **module_kwargs)
-
-    pretrained = cfg.get("pretrained")
-    if pretrained and ckpt_path is None:  # a resumed run already holds its weights
-        report = abswin.load_checkpoint(module.model, pretrained)
-        log.info("initialised from %s:\n%s", pretrained, report)
-
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    job_id = scheduler_job_id()
+    claim = run_directory.claim(run_dir, cfg.resume, config, job_id, getattr(rank_zero_only, "rank", 0))
+    handler = None
     try:
-        fit(trainer, module, datamodule, ckpt_path)
-    except NonFiniteError as e:
-        raise NonFiniteError(f"{e}; {last_checkpoint_note(run_dir)}") from None
+        for note in claim.notes:
+            log.warning(note)
+        ckpt_path = claim.ckpt_path
+        if ckpt_path is not None and Path(ckpt_path) != run_dir / "checkpoints" / "last.ckpt":
+            check_resume_file(ckpt_path)
+        pl.seed_everything(cfg.seed, workers=True)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    if trainer.is_global_zero:
-        results = {"metrics": metrics, "run_dir": str(run_dir), "checkpoints": str(run_dir / "checkpoints")}
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        log.info("results: %s", json.dumps(metrics))
-    return metrics
+        datamodule = instantiate(cfg.data.datamodule)
+        module_kwargs = {}
+        if "num_classes" in cfg.module and cfg.module.num_classes is None:
+            module_kwargs["num_classes"] = datamodule.num_classes
+        module = instantiate(cfg.module, **module_kwargs)
+
+        pretrained = cfg.get("pretrained")
+        if pretrained and ckpt_path is None:  # a resumed run already holds its weights
+            report = abswin.load_checkpoint(module.model, pretrained)
+            log.info("initialised from %s:\n%s", pretrained, report)
+
+        claim.accept(config, job_id)  # from here on the run directory is this run's
+        handler = log_to_file(run_dir)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+        trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
+        try:
+            fit(trainer, module, datamodule, ckpt_path)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e}; {last_checkpoint_note(run_dir)}") from None
+
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        if trainer.is_global_zero:
+            progress = {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
+            results = {"metrics": metrics, "progress": progress, "run_dir": str(run_dir),
+                       "checkpoints": str(run_dir / "checkpoints")}
+            (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+            log.info("results: %s", json.dumps(metrics))
+        return metrics
+    finally:
+        claim.release()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
@@ -230,10 +217,14 @@ def main(cfg: DictConfig, metric: str) -> float | None:
     status 1. Stopped by a signal after saving: one line, status 128 + the signal's number."""
     from hydra.errors import InstantiationException
 
+    from abswin.run_directory import RunFinished
     from abswin.training import DistributedFailure, NonFiniteError, Preempted
 
     try:
         return run(cfg).get(metric)
+    except RunFinished as e:
+        print(f"finished: {e}", file=sys.stderr)
+        return None
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

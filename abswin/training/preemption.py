@@ -14,7 +14,7 @@ before the time limit, submitit sends SIGUSR2 (``USR2@90``), and a plain ``kill`
    anything but SIGTERM. Then :class:`Preempted` is raised; the entry points exit with status
    128 + the signal's number (143 for SIGTERM), so no scheduler mistakes the stop for success.
 
-A requeued job continues from ``last.ckpt`` by itself (see :func:`abswin.launch.resolve_resume`).
+A requeued job continues from ``last.ckpt`` by itself (see :func:`abswin.run_directory.resume_plan`).
 """
 
 from __future__ import annotations
