@@ -1,9 +1,11 @@
 """ImageNet-style folders (``ROOT/SPLIT/CLASS/*.JPEG``) as a LightningDataModule.
 
-Batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std,
-int64 ``[B]``. ``batch_size`` is GLOBAL; each rank loads its own shard (the trainer runs with
-``use_distributed_sampler: false``): train through the resumable sampler, val/test through
-:class:`~datamodules.loading.ShardSampler` (see :mod:`datamodules.loading`).
+Training batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised with the ImageNet
+mean/std, int64 ``[B]``; evaluation batches add ``missing`` (int64 ``[M]``: the data-set indices of
+the batch's unreadable images, which ``val/missing`` counts). ``batch_size`` is GLOBAL; each rank
+loads its own shard (the trainer runs with ``use_distributed_sampler: false``): train through the
+resumable sampler, val/test through :class:`~datamodules.loading.ShardSampler` (see
+:mod:`datamodules.loading`). The data rules (README "Data") are checked when the index is built.
 """
 from __future__ import annotations
 
@@ -27,8 +29,55 @@ ROOT_HINT = "set data.root=/path/to/imagenet"
 
 
 # ---------------------------------------------------------------------------- classes and files
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks: a symlinked class folder is a folder
+    except OSError:  # a symlink loop
+        return False
+
+
 def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(split_dir) if _is_dir(e) and not e.name.startswith("."))
+
+
+def _files(folder: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Sorted names ending in ``extensions`` that are not folders. Broken links and symlink loops
+    are listed too: reading them fails, and that is logged and counted, never silently dropped."""
+    return sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(extensions) and not _is_dir(e))
+
+
+def list_split(split_dir: Path) -> dict[str, list[str]]:
+    """Class folder -> its image file names, for the class folders of ``split_dir`` that hold at
+    least one image; empty ones are logged (one line) and are not classes. One-line
+    FileNotFoundError when no class folder holds an image."""
+    listing = {name: _files(split_dir / name, IMG_EXTENSIONS) for name in _class_dirs(split_dir)}
+    empty = [name for name, files in listing.items() if not files]
+    if empty:
+        log.warning("%d class folder(s) in %s hold no images and are not classes: %s",
+                    len(empty), split_dir, ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
+    listing = {name: files for name, files in listing.items() if files}
+    if not listing:
+        raise FileNotFoundError(f"no images in {split_dir} ({ROOT_HINT} with CLASS/*.JPEG files)")
+    return listing
+
+
+PROBE_FILES = 16  # files per split decoded at setup: a split none of which decodes is an error
+
+
+def check_readable(dataset, where: str | os.PathLike) -> None:
+    """Decode up to :data:`PROBE_FILES` files spread evenly over ``dataset`` (its ``probe(i)``
+    raises for an unreadable file), stopping at the first that decodes. One-line ValueError naming
+    ``where`` (the split's folder or CSV) when none does."""
+    n = len(dataset)
+    probed = np.unique(np.linspace(0, n - 1, min(PROBE_FILES, n)).round().astype(int))
+    for i in probed:
+        try:
+            dataset.probe(int(i))
+            return
+        except Exception as e:  # noqa: BLE001 - any failure: try the next one
+            error = f"{dataset.path(int(i))}: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    which = f"all {n} files" if len(probed) == n else f"all {len(probed)} files probed (spread over {n})"
+    raise ValueError(f"{which} of {where} are unreadable, e.g. {error}")
 
 
 def load_class_index(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, int]:
@@ -49,15 +98,13 @@ def load_class_index(path: str | os.PathLike, root: str | os.PathLike | None = N
 
 def check_split_dir(root: str | os.PathLike, split: str) -> Path:
     """``root/split`` as a Path; a one-line FileNotFoundError when the root or the split folder is
-    missing or has no class folders."""
+    missing."""
     root_p = Path(root).expanduser()
     if not root_p.is_dir():
         raise FileNotFoundError(f"data root not found: {root_p} ({ROOT_HINT})")
     split_dir = root_p / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"split folder not found: {split_dir} ({ROOT_HINT} with {split}/CLASS/*.JPEG)")
-    if not _class_dirs(split_dir):
-        raise FileNotFoundError(f"no class folders in {split_dir} ({ROOT_HINT} with {split}/CLASS/*.JPEG)")
     return split_dir
 
 
@@ -67,29 +114,29 @@ class ImageFolderDataset(Dataset):
     File paths are kept in one numpy bytes array (no per-sample Python objects, so forked workers
     do not copy them on access). An image that cannot be decoded is logged (one line, on
     ``abswin.data``), counted in :attr:`num_skipped` (per process: per worker with workers, the
-    caller's count with ``num_workers=0``) and returned as ``None``; :func:`collate_skip_none`
-    drops it.
+    caller's count with ``num_workers=0``) and returned as ``(None, label, index)``:
+    :func:`collate_skip_none` drops it, :func:`collate_eval` reports it in ``missing``.
+    ``listing``: :func:`list_split` of ``split_dir`` when already done.
     """
 
     def __init__(self, split_dir: str | os.PathLike, class_to_idx: dict[str, int],
-                 transform: Callable | None = None) -> None:
+                 transform: Callable | None = None, listing: dict[str, list[str]] | None = None) -> None:
         self.split_dir = Path(split_dir)
         self.class_to_idx = dict(class_to_idx)
         self.transform = transform
+        if listing is None:
+            listing = list_split(self.split_dir)
         paths: list[bytes] = []
         labels: list[int] = []
-        present = set(_class_dirs(self.split_dir))
-        ignored = sorted(present - set(self.class_to_idx))
+        ignored = sorted(set(listing) - set(self.class_to_idx))
         if ignored:
             log.warning("%d class folder(s) in %s are not in the class index and are ignored: %s",
                         len(ignored), self.split_dir, ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
-        for name in sorted(present & set(self.class_to_idx)):
-            files = sorted(e.name for e in os.scandir(self.split_dir / name)
-                           if e.name.lower().endswith(IMG_EXTENSIONS) and e.is_file())
-            paths += [f"{name}/{f}".encode() for f in files]
-            labels += [self.class_to_idx[name]] * len(files)
+        for name in sorted(set(listing) & set(self.class_to_idx)):
+            paths += [f"{name}/{f}".encode() for f in listing[name]]
+            labels += [self.class_to_idx[name]] * len(listing[name])
         if not paths:
-            raise FileNotFoundError(f"no images in {self.split_dir} ({ROOT_HINT} with CLASS/*.JPEG files)")
+            raise FileNotFoundError(f"no images of the class index's classes in {self.split_dir} ({ROOT_HINT})")
         self.paths = np.array(paths)
         self.labels = np.array(labels, dtype=np.int64)
         self.num_skipped = 0
@@ -101,37 +148,47 @@ class ImageFolderDataset(Dataset):
     def path(self, index: int) -> Path:
         return self.split_dir / self.paths[index].decode()
 
+    def probe(self, index: int) -> torch.Tensor:
+        """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable."""
+        with open(self.path(index), "rb") as f:
+            return decode(f.read())
+
     def __getitem__(self, key: int | SampleKey):
         index, sample = split_key(key)
-        path = self.path(index)
+        label = int(self.labels[index])
         try:
-            with open(path, "rb") as f:
-                img = decode(f.read())
+            img = self.probe(index)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
             self.num_skipped += 1
             msg = " ".join(str(e).split())
-            log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, msg)
-            return None
+            log.warning("skipping unreadable image %s (%s: %s)", self.path(index), type(e).__name__, msg)
+            return None, label, index
         if self.transform is not None:
             if sample is None or self.seed is None:
                 img = self.transform(img)
             else:  # the same whatever the worker count, and across resumes
                 with sample_rng(self.seed, sample):
                     img = self.transform(img)
-        return img, int(self.labels[index])
+        return img, label
+
+
+def _stack(ok: list) -> tuple[torch.Tensor, torch.Tensor]:
+    if not ok:  # every image of the batch was unreadable (practically never at real batch sizes)
+        return torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64)
+    return torch.stack([b[0] for b in ok]), torch.tensor([b[1] for b in ok], dtype=torch.int64)
 
 
 def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """``default_collate`` after dropping ``None`` samples (unreadable images).
+    """Training: ``(images, labels)`` of the readable images (an all-unreadable batch: empty
+    ``images[0, 3, 0, 0]``, ``labels[0]``)."""
+    return _stack([b for b in batch if b[0] is not None])
 
-    A batch in which every image was unreadable becomes an empty ``(images[0, 3, 0, 0],
-    labels[0])`` pair (practically never happens at real batch sizes)."""
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64)
-    images = torch.stack([b[0] for b in batch])
-    labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
-    return images, labels
+
+def collate_eval(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evaluation: ``(images, labels, missing)``; ``missing`` (int64 ``[M]``) holds the data-set
+    indices of the batch's unreadable images: reported (``val/missing``), never replaced."""
+    missing = torch.tensor([b[2] for b in batch if b[0] is None], dtype=torch.int64)
+    return *_stack([b for b in batch if b[0] is not None]), missing
 
 
 # ---------------------------------------------------------------------------- the data module
@@ -210,11 +267,11 @@ class ImageDataModule(ShardedDataModule):
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
         self.seed = seed
 
-        train_dir = check_split_dir(self.root, train_split)
+        self._train_listing = list_split(check_split_dir(self.root, train_split))  # until setup uses it
         if class_index is not None:
             self.class_to_idx = load_class_index(class_index, self.root)
-        else:
-            self.class_to_idx = {name: i for i, name in enumerate(_class_dirs(train_dir))}
+        else:  # the class folders that hold images
+            self.class_to_idx = {name: i for i, name in enumerate(sorted(self._train_listing))}
         self.num_classes = max(self.class_to_idx.values()) + 1
         self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
 
@@ -234,15 +291,20 @@ class ImageDataModule(ShardedDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._split_batch()
         if self.train_set is None:
-            self.train_set = ImageFolderDataset(check_split_dir(self.root, self.train_split),
-                                                self.class_to_idx, self.train_transform())
+            self.train_set = self._split_set(self.train_split, self.train_transform(), self._train_listing)
+            self._train_listing = None
         if self.val_set is None and self.val_split is not None:
             val_dir = self.root / self.val_split
             if self.mode == "pretrain" and not val_dir.is_dir():
                 log.info("no %s split at %s: pretraining without validation", self.val_split, val_dir)
             else:
-                self.val_set = ImageFolderDataset(check_split_dir(self.root, self.val_split),
-                                                  self.class_to_idx, self.eval_transform())
+                self.val_set = self._split_set(self.val_split, self.eval_transform())
+
+    def _split_set(self, split: str, transform, listing=None) -> ImageFolderDataset:
+        """The split's data set, after a probe that some of its files decode (:func:`check_readable`)."""
+        dataset = ImageFolderDataset(check_split_dir(self.root, split), self.class_to_idx, transform, listing)
+        check_readable(dataset, dataset.split_dir)
+        return dataset
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
@@ -253,7 +315,7 @@ class ImageDataModule(ShardedDataModule):
     def val_dataloader(self):
         if self.train_set is None:
             self.setup("validate")
-        return self._eval_loader(self.val_set, self.per_device_batch_size, collate_skip_none)
+        return self._eval_loader(self.val_set, self.per_device_batch_size, collate_eval)
 
     def test_dataloader(self):
         return self.val_dataloader()

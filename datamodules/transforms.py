@@ -30,10 +30,11 @@ def decode(data: bytes) -> torch.Tensor:
 
     JPEG/PNG/WebP/GIF go through ``torchvision.io.decode_image`` (libjpeg-turbo / libpng); anything
     else (BMP, TIFF, CMYK oddities, ...) through PIL. Raises if neither can decode the bytes
-    (corrupt or truncated files).
+    (corrupt or truncated files). Multi-frame files (animated GIF, multi-page TIFF): the first frame.
     """
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return img[0] if img.ndim == 4 else img  # animated GIF: [frames, 3, H, W]
     except RuntimeError as tv_error:
         import io
 

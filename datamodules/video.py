@@ -2,7 +2,10 @@
 
 Index: ``root/{split}.csv`` with one ``relative/path.mp4 LABEL`` per line (space or comma
 separated: the MAE-ST / SlowFast format; integer labels, or class names mapped through the sorted
-names or ``class_index``), or class-per-folder trees ``root/{split}/CLASS/*.mp4``.
+names or ``class_index``), or class-per-folder trees ``root/{split}/CLASS/*.mp4``. The data rules
+(README "Video data": two fields per line, known headers only, one kind of label, labels in range,
+not every probed video unreadable) are checked when the index is built: one-line errors naming
+``file:line``.
 
 Batches:
 
@@ -30,17 +33,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .image_folder import load_class_index
+from .image_folder import _class_dirs, _files, check_readable, load_class_index
 from .loading import SampleKey, ShardedDataModule, sample_rng, split_key
 from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, mode_train_transform, randaug_settings
 
@@ -51,49 +54,90 @@ ROOT_HINT = "set data.root=/path/to/kinetics"
 
 
 # ---------------------------------------------------------------------------- index
-def _split_line(line: str) -> tuple[str, str]:
-    """``path LABEL`` or ``path,LABEL`` -> (path, label); the label is the last field."""
-    line = line.strip()
-    m = re.match(r"^(.*?)\s*[,\s]\s*([^,\s]+)$", line)
-    if m is None:
-        raise ValueError(f"expected 'path label' or 'path,label', got {line!r}")
-    return m.group(1).strip(), m.group(2)
+HEADER_PATHS = ("path", "video", "video_path", "filename", "file", "youtube_id")
+HEADER_LABELS = ("label", "labels", "label_id", "class", "class_id", "label_name")
 
 
-def read_index(root: str | os.PathLike, split: str) -> tuple[list[str], list[str]]:
-    """``(paths, raw labels)`` of a split: ``root/split.csv`` when it exists, else the class
-    folders of ``root/split``. Paths are relative to ``root`` (or absolute). One-line
-    FileNotFoundError naming the path and ``data.root=`` when neither exists or it is empty."""
+class SplitIndex(NamedTuple):
+    """A split's videos: ``paths`` (relative to the root, or absolute) and raw ``labels`` (integers
+    or class names, as written); ``source`` is the CSV (``lines``: the line of each video) or the
+    split folder (``lines`` empty)."""
+
+    paths: list[str]
+    labels: list[str]
+    source: Path
+    lines: list[int]
+
+    def where(self, i: int) -> str:
+        """``file:line`` (CSV) or the class folder that lists video ``i``."""
+        return f"{self.source}:{self.lines[i]}" if self.lines else f"{self.source / self.labels[i]}"
+
+
+def _fields(line: str) -> list[str]:
+    """Comma separated when the line has a comma (the path may then hold spaces), else whitespace."""
+    return [f.strip() for f in line.split(",")] if "," in line else line.split()
+
+
+def _read_csv(csv: Path) -> SplitIndex:
+    """Every line ``path label``; a known header line is skipped, anything else is a one-line
+    ValueError naming ``csv:line`` (see the README's data rules)."""
+    rows: list[tuple[int, str, str]] = []
+    for n, line in enumerate(csv.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = _fields(line)
+        if len(fields) != 2 or not all(fields):
+            raise ValueError(f"{csv}:{n}: expected 'path label' (2 fields, space or comma separated), "
+                             f"got {len(fields)}: {line.strip()!r}")
+        rows.append((n, fields[0], fields[1]))
+    if rows:
+        n, path, label = rows[0]
+        if path.lower() in HEADER_PATHS and label.lower() in HEADER_LABELS:
+            log.info("%s:%d: header line '%s %s' skipped", csv, n, path, label)
+            rows = rows[1:]
+        elif not _is_int(label) and len(rows) > 1 and all(_is_int(r[2]) for r in rows[1:]):
+            raise ValueError(f"{csv}:{n}: unknown header line {path!r} {label!r} (known: a first field in "
+                             f"{'/'.join(HEADER_PATHS)} and a second in {'/'.join(HEADER_LABELS)}; or remove it)")
+    if rows:
+        first_int = _is_int(rows[0][2])
+        for n, path, label in rows:
+            if _is_int(label) != first_int:
+                raise ValueError(f"{csv}:{n}: label {label!r} mixes integer and class-name labels "
+                                 f"(line {rows[0][0]} has {rows[0][2]!r}); use one kind per CSV")
+    return SplitIndex([r[1] for r in rows], [r[2] for r in rows], csv, [r[0] for r in rows])
+
+
+def _read_split(root: str | os.PathLike, split: str) -> SplitIndex:
+    """The split's :class:`SplitIndex`: ``root/split.csv`` when it exists, else the class folders
+    of ``root/split``. One-line FileNotFoundError naming the path and ``data.root=`` when neither
+    exists or it is empty."""
     root_p = Path(root).expanduser()
     if not root_p.is_dir():
         raise FileNotFoundError(f"data root not found: {root_p} ({ROOT_HINT})")
     csv = root_p / f"{split}.csv"
     split_dir = root_p / split
+    if csv.is_file():
+        index = _read_csv(csv)
+        if not index.paths:
+            raise FileNotFoundError(f"no videos listed in {csv} ({ROOT_HINT} with {split}.csv lines 'path label')")
+        return index
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split index not found: {csv} (nor {split_dir}/CLASS/) ({ROOT_HINT})")
     paths: list[str] = []
     labels: list[str] = []
-    if csv.is_file():
-        for n, line in enumerate(csv.read_text().splitlines()):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            path, label = _split_line(line)
-            if n == 0 and not label.lstrip("-").isdigit() and label.lower() in ("label", "labels", "class"):
-                continue  # header line
-            paths.append(path)
-            labels.append(label)
-        if not paths:
-            raise FileNotFoundError(f"no videos listed in {csv} ({ROOT_HINT} with {split}.csv lines 'path label')")
-    elif split_dir.is_dir():
-        classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-        for name in classes:
-            files = sorted(e.name for e in os.scandir(split_dir / name)
-                           if e.name.lower().endswith(VIDEO_EXTENSIONS) and e.is_file())
-            paths += [f"{split}/{name}/{f}" for f in files]
-            labels += [name] * len(files)
-        if not paths:
-            raise FileNotFoundError(f"no videos in {split_dir} ({ROOT_HINT} with {split}/CLASS/*.mp4)")
-    else:
-        raise FileNotFoundError(f"split index not found: {csv} (nor {split_dir}/CLASS/) ({ROOT_HINT})")
-    return paths, labels
+    for name in _class_dirs(split_dir):  # an empty class folder is no class: its name is never a label
+        files = _files(split_dir / name, VIDEO_EXTENSIONS)
+        paths += [f"{split}/{name}/{f}" for f in files]
+        labels += [name] * len(files)
+    if not paths:
+        raise FileNotFoundError(f"no videos in {split_dir} ({ROOT_HINT} with {split}/CLASS/*.mp4)")
+    return SplitIndex(paths, labels, split_dir, [])
+
+
+def read_index(root: str | os.PathLike, split: str) -> tuple[list[str], list[str]]:
+    """``(paths, raw labels)`` of a split (:func:`_read_split`)."""
+    index = _read_split(root, split)
+    return index.paths, index.labels
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -298,6 +342,10 @@ class VideoDataset(Dataset):
         p = Path(self.paths[index].decode())
         return p if p.is_absolute() else self.root / p
 
+    def probe(self, index: int) -> np.ndarray:
+        """The video's first frame; raises when neither decoder reads it."""
+        return read_frames(self.path(index), lambda n: np.zeros(1, dtype=np.int64), self.decode_timeout, self.decoder)
+
     def _fail(self, index: int, e: Exception) -> None:
         self.num_skipped += 1
         self.missing.append(int(index))
@@ -395,6 +443,8 @@ class VideoDataModule(ShardedDataModule):
             when its CSV/folder exists, else ``val_split``).
         class_index: JSON ``{name: index}`` or text file; for CSVs with class-name labels or folder
             trees (default: sorted names of the train split). Integer CSV labels are used as is.
+        num_classes: labels must lie in ``[0, num_classes)``; None: from the class index, or the
+            train split's largest integer label + 1.
         decode_timeout: seconds per read attempt (decord, then PyAV); None/0: no limit.
         decoder: ``"decord"`` (default, PyAV as fallback) or ``"pyav"`` (decord as fallback):
             ``bench/video_loader.py`` tells which is faster for your files.
@@ -428,6 +478,7 @@ class VideoDataModule(ShardedDataModule):
         val_split: str | None = "val",
         test_split: str | None = "test",
         class_index: str | None = None,
+        num_classes: int | None = None,
         decode_timeout: float | None = 30.0,
         decoder: str = "decord",
         pin_memory: bool = True,
@@ -473,20 +524,27 @@ class VideoDataModule(ShardedDataModule):
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
         self.seed = seed
 
-        self._train_index = read_index(self.root, train_split)
-        raw = self._train_index[1]
+        self._train_index = _read_split(self.root, train_split)
+        raw = self._train_index.labels
+        self._class_source = f"the {train_split} split" if class_index is None else f"the class index {class_index}"
         if class_index is not None:
             self.class_to_idx = load_class_index(class_index, self.root)
         elif all(_is_int(x) for x in raw):
             self.class_to_idx = None  # integer labels
         else:
             self.class_to_idx = {name: i for i, name in enumerate(sorted(set(raw)))}
-        if self.class_to_idx is None:
+        if num_classes is not None:
+            self.num_classes = int(num_classes)
+        elif self.class_to_idx is None:
             self.num_classes = max(int(x) for x in raw) + 1
-            self.classes = [str(i) for i in range(self.num_classes)]
         else:
             self.num_classes = max(self.class_to_idx.values()) + 1
+        if self.class_to_idx is None:
+            self.classes = [str(i) for i in range(self.num_classes)]
+        else:
             self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
+        self._range_source = "data.num_classes" if num_classes is not None else self._class_source
+        self._labels(self._train_index)  # out-of-range labels: an error now, not mid-training
 
         self.train_set: VideoDataset | None = None
         self.val_set: VideoDataset | None = None
@@ -494,15 +552,27 @@ class VideoDataModule(ShardedDataModule):
         self.per_device_batch_size = self.batch_size
 
     # ------------------------------------------------------------------ helpers
-    def _labels(self, raw: Sequence[str], split: str) -> list[int]:
-        if self.class_to_idx is None:
-            if not all(_is_int(x) for x in raw):
-                raise ValueError(f"{split}: class-name labels but the train split has integer labels (set data.class_index=)")
-            return [int(x) for x in raw]
-        unknown = sorted(set(raw) - set(self.class_to_idx))
-        if unknown:
-            raise ValueError(f"{split}: {len(unknown)} label(s) not in the class index, e.g. {unknown[0]!r} (set data.class_index=)")
-        return [self.class_to_idx[x] for x in raw]
+    def _labels(self, index: SplitIndex) -> list[int]:
+        """Raw labels -> class indices (integers as written when the train split has integer labels,
+        else class names through the class index). One-line ValueError naming the CSV line (or class
+        folder) of the first label that is not a class in ``[0, num_classes)``."""
+        out = []
+        for i, raw in enumerate(index.labels):
+            if self.class_to_idx is None:
+                if not _is_int(raw):
+                    raise ValueError(f"{index.where(i)}: class-name label {raw!r} but {self._class_source} has "
+                                     f"integer labels (set data.class_index= to map names)")
+                y = int(raw)
+            elif raw in self.class_to_idx:
+                y = self.class_to_idx[raw]
+            else:
+                raise ValueError(f"{index.where(i)}: label {raw!r} is not a class of {self._class_source} "
+                                 f"(set data.class_index=)")
+            if not 0 <= y < self.num_classes:
+                raise ValueError(f"{index.where(i)}: label {y} is out of range [0, {self.num_classes}) "
+                                 f"(classes from {self._range_source})")
+            out.append(y)
+        return out
 
     def _split_exists(self, split: str | None) -> bool:
         return split is not None and ((self.root / f"{split}.csv").is_file() or (self.root / split).is_dir())
@@ -511,16 +581,19 @@ class VideoDataModule(ShardedDataModule):
         return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug,
                                     self.random_erasing)
 
-    def _dataset(self, split: str, train: bool, index=None) -> VideoDataset:
-        paths, raw = index if index is not None else read_index(self.root, split)
+    def _dataset(self, split: str, train: bool, index: SplitIndex | None = None) -> VideoDataset:
+        """The split's data set, after a probe that some of its videos decode (:func:`check_readable`)."""
+        index = index if index is not None else _read_split(self.root, split)
         # MAE validation only tracks the loss: one centre view per video, not the 5x3 protocol
         views = (1, 1) if self.mode == "pretrain" else (self.num_temporal_views, self.num_spatial_views)
-        return VideoDataset(self.root, paths, self._labels(raw, split), train=train,
-                            num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                            transform=self.train_transform() if train else None,
-                            repeated_sampling=self.repeated_sampling, img_size=self.img_size,
-                            crop_pct=self.crop_pct, num_temporal_views=views[0], num_spatial_views=views[1],
-                            decode_timeout=self.decode_timeout, decoder=self.decoder)
+        dataset = VideoDataset(self.root, index.paths, self._labels(index), train=train,
+                               num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                               transform=self.train_transform() if train else None,
+                               repeated_sampling=self.repeated_sampling, img_size=self.img_size,
+                               crop_pct=self.crop_pct, num_temporal_views=views[0], num_spatial_views=views[1],
+                               decode_timeout=self.decode_timeout, decoder=self.decoder)
+        check_readable(dataset, index.source)
+        return dataset
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

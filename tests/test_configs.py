@@ -90,10 +90,10 @@ def test_table14_values_reach_the_config(tmp_path):
 def test_video_data_configs_instantiate(tmp_path):
     (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 3\n")
     (tmp_path / "val.csv").write_text("c.mp4 1\n")
-    for data in ("video", "k400"):
+    for data, num_classes in (("video", 4), ("k400", 400)):  # from the train split, or the data set's
         cfg = _compose("finetune", [f"data={data}", f"data.root={tmp_path}"], tmp_path)
         dm = instantiate(cfg.data.datamodule)
-        assert type(dm).__name__ == "VideoDataModule" and dm.num_classes == 4
+        assert type(dm).__name__ == "VideoDataModule" and dm.num_classes == num_classes
         assert (dm.num_frames, dm.sampling_rate, dm.repeated_sampling) == (16, 4, 2)
         assert cfg.module.model_name == "hiera_atto_16x224"
     assert _compose("train", ["data=video"], tmp_path).module.mask_ratio == 0.9

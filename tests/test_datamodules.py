@@ -81,10 +81,10 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
         hits = [m for m in lines if bad in m]
         assert len(hits) == 1 and "\n" not in hits[0] and str(folder) in hits[0]
 
-    images, labels = next(iter(dm.val_dataloader()))
+    images, labels, missing = next(iter(dm.val_dataloader()))  # evaluation batches report unreadable images
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
-    assert labels.tolist() == [0, 0]
-    all_labels = torch.cat([y for _, y in dm.val_dataloader()])
+    assert labels.tolist() == [0, 0] and missing.tolist() == []
+    all_labels = torch.cat([y for _, y, _ in dm.val_dataloader()])
     assert all_labels.tolist() == [0, 0, 0, 1, 1, 1]
     # normalised with the ImageNet statistics: a gray-ish random image is roughly centred
     assert -2.2 < images.min() and images.max() < 2.7
@@ -150,9 +150,8 @@ def test_missing_or_empty_root_is_a_one_line_error(tmp_path):
     _one_line_error(lambda: _dm(tmp_path), tmp_path / "train")  # no train/ folder
     (tmp_path / "train").mkdir()
     _one_line_error(lambda: _dm(tmp_path), tmp_path / "train")  # no class folders
-    (tmp_path / "train" / "cat").mkdir()
-    dm = _dm(tmp_path)  # a class folder but no images: found when the files are listed
-    _one_line_error(lambda: dm.setup("fit"), tmp_path / "train")
+    (tmp_path / "train" / "cat").mkdir()  # a class folder without images is no class
+    _one_line_error(lambda: _dm(tmp_path), tmp_path / "train")
 
 
 def test_global_batch_to_per_device(folder):

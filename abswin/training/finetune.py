@@ -81,7 +81,8 @@ class FinetuneModule(TrainingModule):
 
     Logs ``train/loss``, ``train/lr``, ``train/throughput``, ``val/loss`` (plain cross-entropy),
     ``val/acc1``, ``val/acc5``, ``val/samples`` (images or videos evaluated, all ranks) and
-    ``val/missing`` (videos that could not be decoded: not in the accuracy); ``test/...`` likewise.
+    ``val/missing`` (images or videos that could not be decoded: not in the accuracy); ``test/...``
+    likewise.
     """
 
     def __init__(
@@ -116,7 +117,7 @@ class FinetuneModule(TrainingModule):
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
         self._set_model(create_model(model_name, **kwargs), compile)
-        self._eval_counts = [0, 0]  # this rank's evaluated samples and missing videos; reset each eval epoch
+        self._eval_counts = [0, 0]  # this rank's evaluated and missing samples; reset each eval epoch
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
         for stage in ("val", "test"):
@@ -141,15 +142,15 @@ class FinetuneModule(TrainingModule):
         return loss
 
     def _eval_step(self, batch, stage: str):
-        """Images: ``(images, labels)``. Video: ``(views [B, V, ...], labels, index, missing)``:
-        the softmax averaged over the V views of each video is its prediction (the multi-view
-        protocol); ``missing`` (videos that could not be decoded) are counted, never replaced.
-        Each video is evaluated on exactly one rank (the loaders shard without padding), so the
-        summed metrics count every video once."""
+        """Images: ``(images, labels, missing)`` (or ``(images, labels)``). Video: ``(views [B, V,
+        ...], labels, index, missing)``: the softmax averaged over the V views of each video is its
+        prediction (the multi-view protocol). ``missing`` (files that could not be decoded) are
+        counted, never replaced. Each sample is evaluated on exactly one rank (the loaders shard
+        without padding), so the summed metrics count every sample once."""
         images, labels = batch[0], batch[1]
-        multi_view = len(batch) == 4
-        if multi_view:
-            self._eval_counts[1] += batch[3].numel()
+        multi_view = images.dim() == 6  # [B, V, C, T, H, W]
+        if len(batch) > 2:  # the data modules' evaluation batches end with ``missing``
+            self._eval_counts[1] += batch[-1].numel()
         if images.shape[0] == 0:
             return None
         if multi_view:
@@ -184,7 +185,7 @@ class FinetuneModule(TrainingModule):
         if self.trainer.sanity_checking:
             return
         if num_missing:
-            rank_zero_warn(f"{stage}: {num_missing} video(s) could not be decoded and are not in "
+            rank_zero_warn(f"{stage}: {num_missing} video(s) or image(s) could not be decoded and are not in "
                            f"{stage}/acc1 ({num_samples} evaluated); see the log for their paths")
         self.log(f"{stage}/samples", float(num_samples), on_step=False, on_epoch=True)
         self.log(f"{stage}/missing", float(num_missing), on_step=False, on_epoch=True)
