@@ -2,7 +2,7 @@
 
 import hydra
 
-from abswin.launch import main as launch, register_resolvers
+from abswin.launch import entry_point, main as launch, register_resolvers
 
 register_resolvers()
 
@@ -13,4 +13,4 @@ def main(cfg) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

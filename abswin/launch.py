@@ -30,6 +30,22 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("init_tag", init_tag)
 
 
+# settings that must be whole numbers: at least 1, or at least 0 for num_workers
+WHOLE_NUMBERS = {"data.img_size": 1, "data.batch_size": 1, "data.num_frames": 1, "data.sampling_rate": 1,
+                 "data.eval_batch_size": 1, "data.num_workers": 0}
+
+
+def check_whole_numbers(cfg: DictConfig) -> None:
+    """A one-line error naming the key for ``data.img_size=abc``, ``=64.5``, ``=-32`` and the like,
+    before anything deeper fails on them."""
+    for key, least in WHOLE_NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value} must be a whole number >= {least}")
+
+
 def check_resume_file(path: str) -> None:
     """``resume=PATH`` gets the checks of ``pretrained=``: a one-line error for a missing, truncated,
     foreign or code-running file, and for one that is not a training checkpoint."""
@@ -160,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logging.getLogger(name).handlers.clear()
     if cfg.get("require_pretrained") and not cfg.get("pretrained"):
         raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
+    check_whole_numbers(cfg)
     run_dir = Path(cfg.paths.run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     job_id = scheduler_job_id()
@@ -209,6 +226,35 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def hydra_error_line(error: BaseException) -> str:
+    """Hydra's multi-line config errors (unknown option, key typo, override syntax) as one line."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    lines = lines[:lines.index("Config search path:")] if "Config search path:" in lines else lines
+    text, options = [], []
+    for line in filter(None, lines):
+        (options if line.isidentifier() and text and text[-1].endswith(":") else text).append(line)
+    cause = error.__cause__
+    reason = f" ({str(cause).splitlines()[0]})" if cause is not None and str(cause).strip() else ""
+    return " ".join(text) + (" " + ", ".join(options) if options else "") + reason
+
+
+def entry_point(hydra_main) -> None:
+    """Run a ``@hydra.main`` function so that Hydra's own config errors end like ours: one
+    ``error:`` line on stderr and exit status 2 (``ABSWIN_DEBUG=1``: the full traceback)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing its own message
+    try:
+        hydra_main()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException,
+            OmegaConfBaseException) as e:
+        if os.environ.get("ABSWIN_DEBUG"):
+            raise
+        print(f"error: {hydra_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(cfg: DictConfig, metric: str) -> float | None:

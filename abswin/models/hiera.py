@@ -139,7 +139,13 @@ class Hiera(nn.Module):
             if window_pos_embed:
                 self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, *self.mask_unit_size[-2:]))
             if global_pos_size:
-                self.pos_embed_global = nn.Parameter(torch.zeros(1, embed_dim, *_tuple(global_pos_size, 2)))
+                size = _tuple(global_pos_size, 2)
+                if any(g < 1 or g > n for g, n in zip(size, spatial)):
+                    raise ValueError(
+                        f"global_pos_size={list(size)} does not fit the {spatial[0]}x{spatial[1]} token grid of "
+                        f"this input size: it is resized to that grid, so each side must be 1 to the grid's "
+                        f"(the paper uses 7x7 at 224 px, a 56x56 grid)")
+                self.pos_embed_global = nn.Parameter(torch.zeros(1, embed_dim, *size))
         if D == 3:
             self.pos_embed_temporal = nn.Parameter(torch.zeros(1, self.tokens_spatial_shape[0], embed_dim))
 
@@ -207,10 +213,10 @@ class Hiera(nn.Module):
             k = self.patch_stride[axis] * math.lcm(self.mask_unit_size[axis], pooled)
             if n <= 0 or n % k:
                 what = "num_frames" if len(size) == 3 and axis == 0 else "img_size"
-                lo, hi = max(k, n // k * k), (n // k + 1) * k
+                near = [m for m in dict.fromkeys((n // k * k, (n // k + 1) * k)) if m > 0] or [k]
                 raise ValueError(
-                    f"{what}={n} is not allowed for this Hiera: it must be a multiple of {k} "
-                    f"(patch stride x mask unit), e.g. {lo} or {hi}"
+                    f"{what}={n} is not allowed for this Hiera: it must be a positive multiple of {k} "
+                    f"(patch stride x mask unit), e.g. {' or '.join(map(str, near))}"
                 )
 
     # ------------------------------------------------------------------ position embedding
