@@ -289,11 +289,17 @@ def _unwrap(obj: dict, path: Path) -> tuple[dict[str, torch.Tensor], str | None,
     for prefix in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    check_finite(tensors, path)
+    return tensors, container, ignored, lightning
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A one-line :class:`CheckpointError` naming the tensors that hold NaN or infinite values."""
+    bad = [k for k, v in tensors.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise _fail(path, f"holds NaN or infinite values in {', '.join(bad[:3])}{more} (weights of a diverged run?)")
-    return tensors, container, ignored, lightning
+        raise _fail(Path(path), f"holds NaN or infinite values in {', '.join(bad[:3])}{more} (weights of a diverged run?)")
 
 
 def _is_timm(sd: dict[str, torch.Tensor]) -> bool:
@@ -537,6 +543,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = False) ->
             f"{len(report.unexpected)} unexpected ({', '.join(report.unexpected[:3]) or '-'})",
         )
 
+    if not any(k in model_sd for k in sd):
+        sample = ", ".join(list(sd)[:3])
+        raise _fail(path, f"none of its {len(sd)} tensors belong to this model ({sample}, ...): "
+                          f"a checkpoint of another architecture?")
     result = model.load_state_dict({k: v for k, v in sd.items() if k in model_sd}, strict=False)
     assert not result.unexpected_keys
     report.loaded = sum(1 for k in sd if k in model_sd)

@@ -49,13 +49,14 @@ def check_whole_numbers(cfg: DictConfig) -> None:
 def check_resume_file(path: str) -> None:
     """``resume=PATH`` gets the checks of ``pretrained=``: a one-line error for a missing, truncated,
     foreign or code-running file, and for one that is not a training checkpoint."""
-    from abswin.checkpoint import CheckpointError, read_checkpoint
+    from abswin.checkpoint import CheckpointError, check_finite, read_checkpoint
 
     obj = read_checkpoint(path)
     missing = [k for k in ("state_dict", "optimizer_states", "loops") if k not in obj]
     if missing:
         raise CheckpointError(f"checkpoint {path}: not a training checkpoint of this project (no "
                               f"{', '.join(missing)}): resume= continues a run, pretrained= starts from weights")
+    check_finite(obj["state_dict"], path)
 
 
 def log_to_file(run_dir: Path) -> logging.Handler:
@@ -181,7 +182,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     job_id = scheduler_job_id()
     claim = run_directory.claim(run_dir, cfg.resume, config, job_id, getattr(rank_zero_only, "rank", 0))
-    handler = None
+    handlers: list[logging.Handler] = []
     try:
         for note in claim.notes:
             log.warning(note)
@@ -201,10 +202,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
             report = abswin.load_checkpoint(module.model, pretrained)
             log.info("initialised from %s:\n%s", pretrained, report)
 
-        claim.accept(config, job_id)  # from here on the run directory is this run's
-        handler = log_to_file(run_dir)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
+        # the data checks that need the trainer (the batch split, the splits' indexes and probes) run
+        # now, before the loggers create their folders: Lightning's own setup call finds them done
+        datamodule.trainer = trainer
+        datamodule.setup("fit")
+
+        claim.accept(config, job_id)  # from here on the run directory is this run's
+        handlers.append(log_to_file(run_dir))
         try:
             fit(trainer, module, datamodule, ckpt_path)
         except NonFiniteError as e:
@@ -220,7 +226,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return metrics
     finally:
         claim.release()
-        if handler is not None:
+        for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
 

@@ -201,4 +201,7 @@ def claim(run_dir: Path, resume: Any, config: dict, job_id: str | None, rank: in
         return RunClaim(run_dir, ckpt_path, notes, fd)
     except BaseException:
         RunClaim(run_dir, None, _lock_fd=fd).release()  # a refused start leaves no owner behind
+        if fd is not None and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()  # nor a directory of its own
+            run_dir.rmdir()
         raise

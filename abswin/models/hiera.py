@@ -143,8 +143,8 @@ class Hiera(nn.Module):
                 if any(g < 1 or g > n for g, n in zip(size, spatial)):
                     raise ValueError(
                         f"global_pos_size={list(size)} does not fit the {spatial[0]}x{spatial[1]} token grid of "
-                        f"this input size: it is resized to that grid, so each side must be 1 to the grid's "
-                        f"(the paper uses 7x7 at 224 px, a 56x56 grid)")
+                        f"this input size: it is resized to that grid, so each side must be between 1 and "
+                        f"{spatial[0]}x{spatial[1]} (the paper uses 7x7 at 224 px, a 56x56 grid)")
                 self.pos_embed_global = nn.Parameter(torch.zeros(1, embed_dim, *size))
         if D == 3:
             self.pos_embed_temporal = nn.Parameter(torch.zeros(1, self.tokens_spatial_shape[0], embed_dim))

@@ -77,6 +77,11 @@ class MAEPretrainModule(TrainingModule):
         self.save_hyperparameters()
         self.lr, self._lr_from_blr = resolve_lr(lr, None if lr is not None else blr, batch_size)
         self._set_model(create_model(model_name, **(model_kwargs or {})), compile)
+        units = math.prod(self.model.mask_spatial_shape)
+        kept = int(units * (1 - mask_ratio))
+        if not 0 <= mask_ratio < 1 or kept < 1:
+            raise ValueError(f"mask_ratio={mask_ratio} keeps {kept} of the {units} mask units at this input size: "
+                             f"use a ratio in [0, 1) that keeps at least one, or a larger input (img_size, num_frames)")
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         return self.model(images, self.hparams.mask_ratio, mask=mask)
