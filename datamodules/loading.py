@@ -167,11 +167,16 @@ def check_full_batch(num_samples: int, batch_size: int, per_device: int, world_s
 
 def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory: bool,
                 persistent_workers: bool, sampler=None) -> DataLoader:
-    """The DataLoader settings every data module shares (seeded workers, pinning only with CUDA)."""
+    """The DataLoader settings every data module shares (seeded workers, pinning only with CUDA).
+
+    Workers start from a forkserver, not a fork of the training process: by then that process runs
+    threads (gloo, OpenMP, decord after the readability probe), and a fork taken while one of them
+    holds a lock leaves a worker deadlocked forever. Persistent workers start once per fit."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
+        multiprocessing_context="forkserver" if num_workers > 0 else None,
     )
 
 
