@@ -41,9 +41,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from abswin import create_model  # noqa: E402
-from datamodules import video  # noqa: E402
-from datamodules.loading import SampleKey  # noqa: E402
-from datamodules.video import (VIDEO_EXTENSIONS, VideoDataModule, _read_decord, _read_pyav,  # noqa: E402
+from abswin.data import video  # noqa: E402
+from abswin.data.loading import SampleKey  # noqa: E402
+from abswin.data.video import (VIDEO_EXTENSIONS, VideoDataModule, _read_decord, _read_pyav,  # noqa: E402
                                collate_video_train, read_frames, train_clip_indices)
 
 T, RATE, SIZE = 16, 4, 224  # the paper's 16x4 clips at 224 px

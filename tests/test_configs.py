@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from abswin.launch import register_resolvers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "abswin" / "conf"
 register_resolvers()
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from abswin.training import FinetuneModule
-from datamodules import ImageDataModule, decode
+from abswin.data import ImageDataModule, decode
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -49,7 +49,7 @@ def _dm(root: Path, **kw) -> ImageDataModule:
 def videos(tmp_path_factory) -> Path:
     pytest.importorskip("av")
     pytest.importorskip("decord")
-    from datamodules.video_demo import write_mp4
+    from abswin.data.video_demo import write_mp4
 
     root = tmp_path_factory.mktemp("csv")
     rng = np.random.default_rng(0)
@@ -62,7 +62,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 def _video_dm(root: Path, train: str, val: str | None = None, **kw):
-    from datamodules import VideoDataModule
+    from abswin.data import VideoDataModule
 
     (root / "train.csv").write_text(train)
     if val is not None:
@@ -75,7 +75,7 @@ def _video_dm(root: Path, train: str, val: str | None = None, **kw):
 
 
 def test_csv_lines_must_be_path_label(videos, caplog):
-    from datamodules.video import read_index
+    from abswin.data.video import read_index
 
     # one line with three fields is an error naming it, not a switch to class-name mode
     with pytest.raises(ValueError) as exc:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import (
+from abswin.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DemoDataModule,

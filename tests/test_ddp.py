@@ -9,7 +9,7 @@ import torch.distributed as dist
 from PIL import Image
 
 from abswin.training import FinetuneModule
-from datamodules import ImageDataModule
+from abswin.data import ImageDataModule
 
 
 class CountSeen(pl.Callback):
@@ -60,8 +60,8 @@ def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
     """7 validation videos (5 decodable, 2 broken) over 2 ranks: 5 evaluated, 2 missing, summed."""
     import numpy as np
 
-    from datamodules import VideoDataModule
-    from datamodules.video_demo import write_mp4
+    from abswin.data import VideoDataModule
+    from abswin.data.video_demo import write_mp4
 
     rng = np.random.default_rng(0)
     lines = {"train": [], "val": []}

@@ -50,7 +50,7 @@ def image_root(tmp_path_factory) -> Path:
 
 
 def _cfg(config: str, run_dir: Path, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "abswin" / "conf"), version_base="1.3"):
         return compose(config, overrides=[f"paths.run_dir={run_dir}", *FAST, *overrides])
 
 

@@ -10,9 +10,9 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("decord")
 
-from datamodules.loading import SampleKey  # noqa: E402
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from datamodules.video import (  # noqa: E402
+from abswin.data.loading import SampleKey  # noqa: E402
+from abswin.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from abswin.data.video import (  # noqa: E402
     VideoDataModule,
     _read_pyav,
     collate_video_eval,
@@ -145,7 +145,7 @@ def test_pyav_first_reads_the_same_frames(kinetics):
 def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
     import time
 
-    import datamodules.video as video
+    import abswin.data as abswin.data.video as video
 
     calls = []
 

@@ -17,12 +17,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 pytest.importorskip("decord")
-import datamodules.video_demo as video_demo  # noqa: E402
+import abswin.data as abswin.data.video_demo as video_demo  # noqa: E402
 from abswin.launch import register_resolvers, run  # noqa: E402
-from datamodules import VideoDemoDataModule, build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
-from datamodules.demo import MARKER, build_once  # noqa: E402
-from datamodules.video import _read_decord  # noqa: E402
-from datamodules.video_demo import CLASSES, EXPECTED, PIECE, cut  # noqa: E402
+from abswin.data import VideoDemoDataModule, build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
+from abswin.data.demo import MARKER, build_once  # noqa: E402
+from abswin.data.video import _read_decord  # noqa: E402
+from abswin.data.video_demo import CLASSES, EXPECTED, PIECE, cut  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -181,7 +181,7 @@ def test_video_demo_runs_through_train_and_finetune(demo_root, tmp_path, monkeyp
             "data.eval_batch_size=2"]
 
     def cfg(config, run_dir, extra=()):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "abswin" / "conf"), version_base="1.3"):
             return compose(config, overrides=[f"paths.run_dir={run_dir}", *fast, *extra])
 
     pre = cfg("train", tmp_path / "pre")

@@ -17,8 +17,8 @@ from abswin.launch import register_resolvers, run
 from abswin.training import FinetuneModule, MAEPretrainModule
 
 pytest.importorskip("decord")
-from datamodules import VideoDataModule  # noqa: E402
-from datamodules.video_demo import write_mp4  # noqa: E402
+from abswin.data import VideoDataModule  # noqa: E402
+from abswin.data.video_demo import write_mp4  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -130,7 +130,7 @@ FAST = ["data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batch
 
 
 def _cfg(config: str, run_dir: Path, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "abswin" / "conf"), version_base="1.3"):
         return compose(config, overrides=[f"paths.run_dir={run_dir}", *FAST, *overrides])
 
 

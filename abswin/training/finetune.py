@@ -77,7 +77,7 @@ class FinetuneModule(TrainingModule):
 
     Video batches (``[B, C, T, H, W]`` clips) train exactly like images (mixup/cutmix cut the
     same box in every frame); evaluation takes the multi-view batches of
-    :class:`~datamodules.VideoDataModule` and averages the softmax over each video's views.
+    :class:`~abswin.data.VideoDataModule` and averages the softmax over each video's views.
 
     Logs ``train/loss``, ``train/lr``, ``train/throughput``, ``val/loss`` (plain cross-entropy),
     ``val/acc1``, ``val/acc5``, ``val/samples`` (images or videos evaluated, all ranks) and

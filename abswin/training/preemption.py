@@ -8,7 +8,7 @@ before the time limit, submitit sends SIGUSR2 (``USR2@90``), and a plain ``kill`
    collective). A second signal while the first is pending ends the process at once.
 2. At the next training-batch boundary all ranks agree, with one all-reduce, whether any of them
    got a signal (``srun`` signals every rank, a ``kill`` maybe only one). Then every rank takes part
-   in saving ``last.ckpt`` at this step; :mod:`datamodules.loading` makes resuming from it exact.
+   in saving ``last.ckpt`` at this step; :mod:`abswin.data.loading` makes resuming from it exact.
 3. The job is requeued: by the handler that was there before training (submitit's, which also
    ends the process), or with ``scontrol requeue $SLURM_JOB_ID`` for a SLURM job signalled with
    anything but SIGTERM. Then :class:`Preempted` is raised; the entry points exit with status

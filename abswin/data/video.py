@@ -423,7 +423,7 @@ def collate_video_eval(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
 class VideoDataModule(ShardedDataModule):
     """Kinetics-style videos (``root/{split}.csv`` or ``root/{split}/CLASS/*.mp4``).
 
-    Args (as :class:`~datamodules.image_folder.ImageDataModule` where they apply):
+    Args (as :class:`~abswin.data.image_folder.ImageDataModule` where they apply):
         root: data set folder (CSV paths are relative to it).
         img_size: output size (square). num_frames, sampling_rate: T frames ``sampling_rate`` apart.
         batch_size: GLOBAL number of *videos* per step; per device = ``batch_size // (world_size *

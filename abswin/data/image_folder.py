@@ -4,8 +4,8 @@ Training batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised w
 mean/std, int64 ``[B]``; evaluation batches add ``missing`` (int64 ``[M]``: the data-set indices of
 the batch's unreadable images, which ``val/missing`` counts). ``batch_size`` is GLOBAL; each rank
 loads its own shard (the trainer runs with ``use_distributed_sampler: false``): train through the
-resumable sampler, val/test through :class:`~datamodules.loading.ShardSampler` (see
-:mod:`datamodules.loading`). The data rules (README "Data") are checked when the index is built.
+resumable sampler, val/test through :class:`~abswin.data.loading.ShardSampler` (see
+:mod:`abswin.data.loading`). The data rules (README "Data") are checked when the index is built.
 """
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ class ImageDataModule(ShardedDataModule):
         ratio: RandomResizedCrop aspect range.
         hflip: horizontal flip probability.
         randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob, randaug_num_bins:
-            :class:`~datamodules.transforms.RandAugmentMstd` (finetune only; ``randaug_mstd=None`` off).
+            :class:`~abswin.data.transforms.RandAugmentMstd` (finetune only; ``randaug_mstd=None`` off).
         random_erasing: RandomErasing probability (finetune only).
         train_split, val_split: split folder names (``test_dataloader`` uses ``val_split``).
         class_index: optional JSON ``{folder: index}`` or text file (one folder per line).
