@@ -16,6 +16,9 @@ import torch.nn as nn
 
 import abswin
 from abswin import CheckpointError, load_checkpoint
+from abswin.checkpoint import LoadReport
+from abswin.checkpoint.formats import KEY_MAPPINGS, detect_format, lightning_extras
+from abswin.checkpoint.resize_pos_embed import Fitting, fit_position_embeddings, spatial_case
 from abswin.convert import main as convert_main
 from abswin.models import pos_embed as pe
 
@@ -288,6 +291,46 @@ def test_lightning_and_wrapped_round_trip(tmp_path):
     for wrapped in ({"model": sd}, {"state_dict": sd}):
         torch.save(wrapped, tmp_path / "w.pth")
         assert load_checkpoint(_atto(), tmp_path / "w.pth", strict=True).format == "abswin"
+
+
+def test_key_mapping_per_format_is_pure():
+    """One mapping per format: a state dict in, our names out; the input is left as it was."""
+    w = torch.zeros(2)
+    timm_sd = {"head.fc.weight": w, "head.norm.bias": w, "pos_embed_win": w,
+               "pos_embed": torch.zeros(1, 2, 3, 3), "blocks.0.attn.qkv.weight": w}
+    before = dict(timm_sd)
+    assert detect_format({}, None, timm_sd) == "timm"
+    assert list(KEY_MAPPINGS["timm"](timm_sd)) == ["head.projection.weight", "norm.bias", "pos_embed_window",
+                                                   "pos_embed_global", "blocks.0.attn.qkv.weight"]
+    assert timm_sd == before
+
+    # a Lightning checkpoint of a compiled model; a DDP-wrapped official file
+    lightning_sd = {"model._orig_mod.pos_embed": w, "model._orig_mod.norm.weight": w, "criterion.weight": w}
+    assert detect_format({"state_dict": lightning_sd}, "state_dict", lightning_sd) == "lightning"
+    assert list(KEY_MAPPINGS["lightning"](lightning_sd)) == ["pos_embed", "norm.weight"]
+    assert lightning_extras(lightning_sd) == ["criterion.weight"]
+    official_sd = {"module.pos_embed": w, "module.head.projection.weight": w}
+    assert detect_format({"model_state": official_sd}, "model_state", official_sd) == "official"
+    assert list(KEY_MAPPINGS["official"](official_sd)) == ["pos_embed", "head.projection.weight"]
+    assert detect_format({"model_state": official_sd, "abswin": {}}, "model_state", official_sd) == "abswin"
+
+
+@pytest.mark.parametrize("src_kw, dst_kw, case", [
+    (dict(pos_embed="absolute"), dict(pos_embed="absolute", img_size=448), "resize_absolute_to_absolute"),
+    (dict(pos_embed="absolute"), dict(), "split_absolute_into_abswin"),
+    (dict(global_pos_size=14), dict(), "fit_abswin_to_abswin"),
+    (dict(), dict(pos_embed="absolute"), "compose_abswin_into_absolute"),
+])
+def test_one_pos_embed_function_per_case(src_kw, dst_kw, case):
+    """The dispatcher picks the case's function; it fits the state dict, never the model."""
+    sd, dst = _atto(**src_kw).state_dict(), _atto(**dst_kw)
+    model_sd = {k: v.clone() for k, v in dst.state_dict().items()}
+    fit = Fitting(dst, model_sd, LoadReport(format="abswin"), Path("x.pth"), file_antialias=False)
+    fitted = dict(sd)
+    fit_position_embeddings(fitted, fit)
+    assert spatial_case(sd, fit).__name__ == case
+    assert all(fitted[k].shape == v.shape for k, v in model_sd.items() if k.startswith("pos_embed"))
+    assert all(torch.equal(v, model_sd[k]) for k, v in dst.state_dict().items())
 
 
 # ---------------------------------------------------------------- bad files: one-line errors
