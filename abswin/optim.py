@@ -4,16 +4,15 @@ Layer ids: position and patch embeddings are layer 0, block ``i`` is layer ``i +
 everything after the blocks (final norm, head, MAE decoder) is the last layer
 ``num_blocks + 1``. A parameter at layer ``l`` gets ``lr_scale = decay ** (last - l)``.
 
-No weight decay on biases, norm weights, LayerScale gammas (every 1-D parameter) and on
-*every* position-embedding parameter, abs-win's window and global parts included (timm's
-Hiera forgets its window embedding here) and MAE's mask token.
+No weight decay on biases, norm weights, LayerScale gammas (every 1-D parameter) and on the
+parameters the model names in ``no_weight_decay()``: *every* position-embedding parameter,
+abs-win's window and global parts included (timm's Hiera forgets its window embedding here),
+and MAE's mask token and decoder position embedding.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
-
-NO_DECAY_NAMES = ("pos_embed", "mask_token", "decoder_pos_embed")
 
 
 def layer_id(name: str, num_blocks: int) -> int:
@@ -24,13 +23,9 @@ def layer_id(name: str, num_blocks: int) -> int:
     return num_blocks + 1
 
 
-def uses_weight_decay(name: str, param: nn.Parameter) -> bool:
-    leaf = name.split(".")[-1]
-    return param.ndim > 1 and not any(leaf.startswith(n) for n in NO_DECAY_NAMES)
-
-
 def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: float = 1.0) -> list[dict]:
     """Optimizer parameter groups; each has ``lr_scale`` to multiply the scheduled lr by."""
+    no_decay = model.no_weight_decay()  # full parameter names
     num_blocks = len(model.blocks)
     last = num_blocks + 1
     groups: dict[tuple[int, bool], dict] = {}
@@ -38,7 +33,7 @@ def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: 
         if not p.requires_grad:
             continue
         lid = layer_id(name, num_blocks)
-        decay = uses_weight_decay(name, p)
+        decay = p.ndim > 1 and name not in no_decay
         g = groups.setdefault(
             (lid, decay),
             {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import hiera
 import pytest
 import torch
@@ -143,6 +145,41 @@ def test_mae_training_gradients_match_official():
         torch.testing.assert_close(p.grad, g_off[n].grad, atol=1e-4, rtol=1e-3, msg=n)
 
 
+
+def test_random_mask_draws_as_official_and_a_generator_fixes_it():
+    """No generator: the global RNG, exactly as the official code. A seeded generator: that
+    same draw, repeatable, and the global RNG untouched (validation masks, pictures)."""
+    off, ours = _official("hiera_tiny_224"), abswin.create_model("hiera_tiny_224")
+    x = torch.zeros(3, 3, 224, 224)
+    torch.manual_seed(5)
+    ref = off.get_random_mask(x, 0.6)
+    torch.manual_seed(5)
+    assert torch.equal(ours.get_random_mask(x, 0.6), ref)
+    state = torch.get_rng_state()
+    for _ in range(2):
+        assert torch.equal(ours.get_random_mask(x, 0.6, generator=torch.Generator().manual_seed(5)), ref)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert (ref.sum(1) == int(49 * 0.4)).all()
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_mae_patchify_is_the_loss_target_and_unpatchify_inverts_it(video):
+    name, shape = ("mae_hiera_atto_16x224", (2, 3, 8, 64, 64)) if video else ("mae_hiera_atto_224", (2, 3, 64, 64))
+    mae = abswin.create_model(name, img_size=64, **({"num_frames": 8} if video else {}))
+    x = torch.randn(shape)
+    patches = mae.patchify(x)
+    assert patches.shape == (2, math.prod(mae.tokens_spatial_shape_final), mae.pred_stride ** 2 * 3)
+    frames = x[:, :, :: mae.patch_stride[0]] if video else x  # the frames the target uses
+    assert torch.equal(mae.unpatchify(patches), frames)
+    everything = torch.ones(patches.shape[:2], dtype=torch.bool)
+    target = mae.get_pixel_label(x, everything).view_as(patches)
+    assert torch.equal(target, mae.normalize_target(patches))
+    torch.testing.assert_close(target.mean(-1), torch.zeros(patches.shape[:2]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mae.denormalize_pred(target, patches), patches, atol=1e-5, rtol=0)
+    mae.norm_pix_loss = False
+    assert torch.equal(mae.get_pixel_label(x, everything).view_as(patches), patches)
+    assert mae.denormalize_pred(target, patches) is target
+
 # ---------------------------------------------------------------- performance-relevant behaviour
 def test_attention_uses_fused_kernel_not_math():
     """With only the flash kernel allowed, our model runs (window and global attention are 4-D
@@ -265,3 +302,30 @@ def test_layer_decay_param_groups():
         assert by_name[name]["weight_decay"] == 0.05, name
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     torch.optim.AdamW(groups, lr=1e-3)  # groups are valid optimizer input
+
+
+@pytest.mark.parametrize(
+    "name,pos,names",
+    [
+        ("mae_hiera_atto_224", "abswin", {"pos_embed_window", "pos_embed_global", "mask_token", "decoder_pos_embed"}),
+        ("mae_hiera_atto_16x224", "absolute",
+         {"pos_embed_spatial", "pos_embed_temporal", "mask_token", "decoder_pos_embed"}),
+        ("hiera_atto_16x224", "abswin", {"pos_embed_window", "pos_embed_global", "pos_embed_temporal"}),
+        ("hiera_atto_224", "absolute", {"pos_embed"}),
+    ],
+)
+def test_no_weight_decay_comes_from_the_model(name, pos, names):
+    """The optimizer skips weight decay on every 1-D parameter and on exactly the names the
+    model's ``no_weight_decay()`` gives: every position embedding, MAE's mask token and
+    decoder position embedding."""
+    from abswin.optim import param_groups_lrd
+
+    m = abswin.create_model(name, pos_embed=pos)
+    assert m.no_weight_decay() == names
+    groups = param_groups_lrd(m, weight_decay=0.05, layer_decay=0.5)
+    undecayed = {n for g in groups if g["weight_decay"] == 0.0 for n in g["names"]}
+    assert undecayed == names | {n for n, p in m.named_parameters() if p.ndim == 1}
+    by_name = {n: g for g in groups for n in g["names"]}
+    last = len(m.blocks) + 1
+    for n in names:
+        assert by_name[n]["layer_id"] == (last if n in ("mask_token", "decoder_pos_embed") else 0), n

@@ -3,6 +3,6 @@
 from .hiera import Hiera
 from .mae import MaskedAutoencoderHiera
 from .pos_embed import absolute_to_abswin, window_similarity
-from .registry import create_model, list_models
+from .registry import create_model, hiera_name, list_models
 
-__all__ = ["Hiera", "MaskedAutoencoderHiera", "create_model", "list_models", "window_similarity", "absolute_to_abswin"]
+__all__ = ["Hiera", "MaskedAutoencoderHiera", "create_model", "hiera_name", "list_models", "window_similarity", "absolute_to_abswin"]

@@ -248,12 +248,15 @@ class Hiera(nn.Module):
         self.mask_spatial_shape = [t // m for t, m in zip(self.tokens_spatial_shape, self.mask_unit_size)]
 
     # ------------------------------------------------------------------ masking
-    def get_random_mask(self, x: torch.Tensor, mask_ratio: float) -> torch.Tensor:
-        """Random mask over mask units, ``True`` = keep (as the official code)."""
+    def get_random_mask(self, x: torch.Tensor, mask_ratio: float,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random mask over mask units, ``True`` = keep (as the official code). A seeded
+        ``generator`` (on ``x``'s device) gives the same mask every time without touching the
+        global RNG: fixed validation masks and pictures."""
         B = x.shape[0]
         num_units = math.prod(self.mask_spatial_shape)
         len_keep = int(num_units * (1 - mask_ratio))
-        noise = torch.rand(B, num_units, device=x.device)
+        noise = torch.rand(B, num_units, generator=generator, device=x.device)
         ids = torch.argsort(noise, dim=1)[:, :len_keep]
         mask = torch.zeros(B, num_units, dtype=torch.bool, device=x.device)
         return mask.scatter_(1, ids, True)
@@ -333,6 +336,8 @@ class Hiera(nn.Module):
         return [n for n, p in self.named_parameters(recurse=False) if n.startswith("pos_embed")]
 
     def no_weight_decay(self) -> set[str]:
+        """Full names of the parameters weight decay must not shrink (besides every 1-D one,
+        which :func:`abswin.optim.param_groups_lrd` skips anyway): the position embeddings."""
         return set(self.pos_embed_param_names())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

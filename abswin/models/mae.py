@@ -79,27 +79,58 @@ class MaskedAutoencoderHiera(Hiera):
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
 
-    # ------------------------------------------------------------------ targets
-    def get_pixel_label(self, x: torch.Tensor, pred_mask: torch.Tensor) -> torch.Tensor:
-        """Per-patch pixel targets of the masked patches (``pred_mask`` True = masked).
+    def no_weight_decay(self) -> set[str]:
+        """Also the mask token and the decoder's position embedding (embeddings, as MAE)."""
+        return super().no_weight_decay() | {"mask_token", "decoder_pos_embed"}
 
-        Layout as the official code: images ``(C, py, px)`` per patch; videos take the first
-        frame of each temporal token and use ``(py, px, C)`` (the official "mistake").
-        """
+    # ------------------------------------------------------------------ targets
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels to the loss's per-patch targets ``[B, L, pixels]``, patches in the decoder's
+        raster order. Layout as the official code: images ``(C, py, px)`` per patch; videos take
+        the first frame of each temporal token and use ``(py, px, C)`` (the official "mistake")."""
         p = self.pred_stride
         if x.dim() == 4:
             label = x.permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p)  # B h w C p p
-            label = label.flatten(1, 2).flatten(2)
-        else:
-            x = x[:, :, :: self.patch_stride[0]]
-            label = x.unfold(3, p, p).unfold(4, p, p)  # B C T h w p p
-            label = label.permute(0, 2, 3, 4, 5, 6, 1).flatten(1, 3).flatten(2)
-        label = label[pred_mask]
-        if self.norm_pix_loss:
-            mean = label.mean(dim=-1, keepdim=True)
-            var = label.var(dim=-1, keepdim=True)
-            label = (label - mean) / (var + 1.0e-6) ** 0.5
-        return label
+            return label.flatten(1, 2).flatten(2)
+        x = x[:, :, :: self.patch_stride[0]]
+        label = x.unfold(3, p, p).unfold(4, p, p)  # B C T h w p p
+        return label.permute(0, 2, 3, 4, 5, 6, 1).flatten(1, 3).flatten(2)
+
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`patchify`, for pictures of predictions: ``[B, C, H, W]``, or for
+        video ``[B, C, T', H, W]`` with only the frames the target uses (every
+        ``patch_stride[0]``-th)."""
+        p, C, B = self.pred_stride, self.in_chans, patches.shape[0]
+        h, w = (n // p for n in self.input_size[-2:])
+        if len(self.input_size) == 2:
+            x = patches.reshape(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # B C h py w px
+            return x.reshape(B, C, h * p, w * p)
+        T = self.tokens_spatial_shape[0]
+        x = patches.reshape(B, T, h, w, p, p, C).permute(0, 6, 1, 2, 4, 3, 5)  # B C T h py w px
+        return x.reshape(B, C, T, h * p, w * p)
+
+    @staticmethod
+    def _patch_stats(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+
+    def normalize_target(self, patches: torch.Tensor) -> torch.Tensor:
+        """Each patch to zero mean, unit variance when ``norm_pix_loss`` (MAE's better target)."""
+        if not self.norm_pix_loss:
+            return patches
+        mean, std = self._patch_stats(patches)
+        return (patches - mean) / std
+
+    def denormalize_pred(self, pred: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Predictions back to pixels with the statistics of the true ``patches`` (the inverse
+        of :meth:`normalize_target`), to show reconstructions."""
+        if not self.norm_pix_loss:
+            return pred
+        mean, std = self._patch_stats(patches)
+        return pred * std + mean
+
+    def get_pixel_label(self, x: torch.Tensor, pred_mask: torch.Tensor) -> torch.Tensor:
+        """The loss targets of the masked patches (``pred_mask`` True = masked)."""
+        return self.normalize_target(self.patchify(x)[pred_mask])
 
     # ------------------------------------------------------------------ forward
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float, mask: torch.Tensor | None = None):

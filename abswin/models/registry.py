@@ -39,8 +39,9 @@ VIDEO_ARGS = dict(
 # MAE decoders: official default (512 wide, 8 blocks, 16 heads); a light one for atto
 MAE_DECODER = {"atto": dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4)}
 
-# timm's abs-win variants (timm/models/hiera.py): LayerScale, jax init, 256px, antialiased
-# resize of the global embedding; the small one also drops the stage-transition projection
+# timm's abs-win variants (timm/models/hiera.py): LayerScale, 256px, a larger global embedding,
+# antialiased resize of it; the small one also drops the stage-transition projection. (timm
+# also inits them as JAX does; we keep our init: it only matters without timm's weights.)
 TIMM_ABSWIN = {
     "hiera_small_abswin_256": dict(SIZES["small"], global_pos_size=(16, 16), expand_proj=False),
     "hiera_base_abswin_256": dict(SIZES["base"], global_pos_size=(14, 14)),
@@ -102,3 +103,18 @@ def create_model(name: str, **overrides) -> nn.Module:
     :class:`MaskedAutoencoderHiera` is accepted."""
     cls, args = model_args(name, **overrides)
     return cls(**args)
+
+
+INPUTS = ("image", "video")
+
+
+def hiera_name(size: str, input: str = "image", mae: bool = False) -> str:
+    """The registry name of the Hiera of ``size`` for ``input`` (``"image"`` or ``"video"``), the
+    MAE model when ``mae``: ``hiera_name("large", "video", mae=True) == "mae_hiera_large_16x224"``.
+    The configs name a model by its size and the data's input, never by assembling strings."""
+    if input not in INPUTS:
+        raise ValueError(f"input={input!r}: must be one of {', '.join(INPUTS)}")
+    sizes = VIDEO_SIZES if input == "video" else IMAGE_SIZES
+    if size not in sizes:
+        raise ValueError(f"model size {size!r} has no {input} Hiera; {input} sizes: {', '.join(sizes)}")
+    return f"{'mae_' if mae else ''}hiera_{size}_{'16x224' if input == 'video' else '224'}"

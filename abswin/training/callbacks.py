@@ -8,7 +8,6 @@ them, so nothing here may call a collective (``trainer.log_dir`` is one).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,13 +17,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
+from ..batch import Batch
 from ..models import pos_embed as pe
 
 __all__ = [
     "WindowSimilarityLogger",
     "PosEmbedImageLogger",
     "MAEReconstructionLogger",
-    "ThroughputMonitor",
     "spatial_window_similarity",
     "log_and_save_image",
 ]
@@ -182,26 +181,21 @@ class MAEReconstructionLogger(_EveryNEpochs):
 
     @torch.no_grad()
     def make_image(self, model, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
-        from .pretrain import fixed_mask
-
         x = images.to(next(model.parameters()).device, next(model.parameters()).dtype)
-        mask = fixed_mask(model, x, mask_ratio, self.seed)
-        latent, mask = model.forward_encoder(x, mask_ratio, mask)
+        g = torch.Generator(device=x.device).manual_seed(self.seed)
+        latent, mask = model.forward_encoder(x, mask_ratio, model.get_random_mask(x, mask_ratio, generator=g))
         pred, kept = model.forward_decoder(latent, mask)  # [B, L, C*p*p], [B, L] True = visible
-        patches, fold = _patchify(model, x)
-        pred = pred.float()
-        if model.norm_pix_loss:
-            mean = patches.mean(-1, keepdim=True)
-            var = patches.var(-1, keepdim=True)
-            pred = pred * (var + 1.0e-6) ** 0.5 + mean
+        patches = model.patchify(x).float()
+        pred = model.denormalize_pred(pred.float(), patches)
         keep = kept[..., None].float()
         recon = patches * keep + pred * (1 - keep)
         masked = patches * keep
 
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        cols = [fold(t) * std + mean for t in (patches, masked, recon)]
-        cols[1] = cols[1] * fold(keep.expand_as(patches)) + 0.5 * (1 - fold(keep.expand_as(patches)))
+        cols = [_picture(model, t) * std + mean for t in (patches, masked, recon)]
+        visible = _picture(model, keep.expand_as(patches))
+        cols[1] = cols[1] * visible + 0.5 * (1 - visible)
         tiles = torch.stack(cols, dim=1).flatten(0, 1)  # per image: original, masked, recon
         return _to_uint8(make_grid(tiles.cpu(), nrow=3, padding=2, pad_value=1.0))
 
@@ -210,8 +204,6 @@ class MAEReconstructionLogger(_EveryNEpochs):
             return
         model = _model(pl_module)
         images = self._fixed_batch(trainer)
-        if images is not None and images.dim() == 6:  # multi-view eval videos: the first view
-            images = images[:, 0]
         if images is None or images.dim() not in (4, 5) or not hasattr(model, "forward_decoder"):
             return
         ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.get("mask_ratio", 0.6)
@@ -225,34 +217,16 @@ class MAEReconstructionLogger(_EveryNEpochs):
                            caption=f"epoch {trainer.current_epoch}: original | masked | reconstruction")
 
 
-def _patchify(model, x: torch.Tensor):
-    """``x`` as the MAE's per-patch targets ``[B, L, pixels]`` (its label layout), and a function
-    folding such patches back into pictures ``[B, C, H, W]``: for video, the middle frame of the
-    frames the target uses (every ``patch_stride[0]``-th)."""
-    p = model.pred_stride
-    if x.dim() == 4:
-        B, C, H, W = x.shape
-        h, w = H // p, W // p
-        patches = x.float().permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p).reshape(B, h * w, -1)
-
-        def fold(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
-
-        return patches, fold
-    x = x[:, :, :: model.patch_stride[0]].float()
-    B, C, T, H, W = x.shape
-    h, w = H // p, W // p
-    patches = x.unfold(3, p, p).unfold(4, p, p).permute(0, 2, 3, 4, 5, 6, 1).reshape(B, T * h * w, -1)
-
-    def fold_video(t: torch.Tensor) -> torch.Tensor:  # (B, T, h, w, py, px, C) -> middle frame
-        return t.view(B, T, h, w, p, p, C).permute(0, 1, 6, 2, 4, 3, 5).reshape(B, T, C, H, W)[:, T // 2]
-
-    return patches, fold_video
+def _picture(model, patches: torch.Tensor) -> torch.Tensor:
+    """MAE patches back to ``[B, C, H, W]``; for video the middle one of the target's frames."""
+    x = model.unpatchify(patches)
+    return x[:, :, x.shape[2] // 2] if x.dim() == 5 else x
 
 
 def _first_images(loaders, n: int) -> torch.Tensor | None:
-    """The first ``n`` images of a loader (or of the first loader of a list / dict), read from
-    a map-style dataset directly when possible (no worker start-up)."""
+    """The first ``n`` images (or clips: of a video, its first clip or view) of a loader (or of the
+    first loader of a list / dict), read from a map-style dataset through the loader's collate when
+    possible (no worker start-up)."""
     if loaders is None:
         return None
     if isinstance(loaders, dict):
@@ -262,46 +236,13 @@ def _first_images(loaders, n: int) -> torch.Tensor | None:
     if loaders is None:
         return None
     dataset = getattr(loaders, "dataset", None)
+    batch = None
     try:
         if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-            items = [dataset[i] for i in range(min(n, len(dataset)))]
-            return torch.stack([torch.as_tensor(it[0] if isinstance(it, (tuple, list)) else it) for it in items])
+            batch = loaders.collate_fn([dataset[i] for i in range(min(n, len(dataset)))])
     except Exception:
         pass
-    batch = next(iter(loaders))
-    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(batch, Batch) or batch.num_samples == 0:
+        batch = next(iter(loaders))
+    images = batch.views[:, 0] if batch.views is not None else batch.images[::batch.clips_per_sample]
     return images[:n].cpu()
-
-
-class ThroughputMonitor(pl.Callback):
-    """Logs ``train/epoch_throughput``: images/s over a whole training epoch (all devices;
-    validation time excluded), with a CUDA sync at the epoch's ends. The modules themselves
-    log a running per-step ``train/throughput``."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._sync(pl_module)
-        self._start = time.perf_counter()
-        self._images = 0
-        self._val_seconds = 0.0
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._val_start = time.perf_counter()
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and hasattr(self, "_start"):
-            self._val_seconds += time.perf_counter() - self._val_start
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += batch[0].shape[0] * trainer.world_size
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._sync(pl_module)
-        seconds = time.perf_counter() - self._start - self._val_seconds
-        if seconds > 0 and self._images:
-            pl_module.log("train/epoch_throughput", self._images / seconds, on_step=False, on_epoch=True)
-
-    @staticmethod
-    def _sync(pl_module) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
