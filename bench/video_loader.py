@@ -27,289 +27,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from abswin import create_model  # noqa: E402
-from abswin.data import video  # noqa: E402
-from abswin.data.loading import SampleKey  # noqa: E402
-from abswin.data.video import (VIDEO_EXTENSIONS, VideoDataModule, _read_decord, _read_pyav,  # noqa: E402
-                               collate_video_train, read_frames, train_clip_indices)
+# the bench modules: Python puts the script's folder (bench/) on sys.path
+from clips import get_videos, video_info  # noqa: E402
+from common import cpu_busy, table  # noqa: E402
+from video_timing import (RATE, SIZE, T, bench_decode, bench_loader, bench_model, bench_worker,  # noqa: E402
+                          worker_threads)
 
-T, RATE, SIZE = 16, 4, 224  # the paper's 16x4 clips at 224 px
-FPS = 25
 CORES = os.cpu_count() or 1
 
 
-# ---------------------------------------------------------------------------------- videos
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
-    """[h, w, 3] float noise in [0, 1] with features about ``cell`` px wide (bicubic upsampling)."""
-    low = torch.from_numpy(rng.random((1, 3, h // cell + 2, w // cell + 2), dtype=np.float32))
-    return F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
-
-
-def make_video(path: Path, seed: int, frames: int, width: int, height: int, gop: int) -> None:
-    """One H.264 MP4: a multi-scale texture panning 3 px/frame plus a textured disc on its own path,
-    so that the encoder spends real bits on motion and detail (a flat colour would decode for free)."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    speed, obj = 3, 128
-    bh, bw = height + speed * frames, width + speed * frames
-    texture = 0.5 * _smooth_noise(rng, bh, bw, 64) + 0.35 * _smooth_noise(rng, bh, bw, 12) + 0.15 * _smooth_noise(rng, bh, bw, 3)
-    texture = (np.clip(texture, 0, 1) * 255).astype(np.uint8)
-    patch = (_smooth_noise(rng, obj, obj, 8) * 255).astype(np.uint8)
-    yy, xx = np.mgrid[:obj, :obj]
-    disc = (yy - obj / 2) ** 2 + (xx - obj / 2) ** 2 < (obj / 2 - 4) ** 2
-    tmp = path.with_suffix(".part.mp4")  # renamed when complete: an interrupted run leaves no half file
-    with av.open(str(tmp), "w") as c:
-        s = c.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"crf": "23", "preset": "veryfast", "g": str(gop)}
-        for i in range(frames):
-            f = texture[speed * i // 2:speed * i // 2 + height, speed * i:speed * i + width].copy()
-            oy = int((height - obj) * (0.5 + 0.5 * np.sin(i / 17 + seed)))
-            ox = int((width - obj) * (0.5 + 0.5 * np.sin(i / 29 + 2 * seed)))
-            f[oy:oy + obj, ox:ox + obj][disc] = patch[disc]
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    tmp.rename(path)
-
-
-def find_videos(folder: Path, limit: int) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS
-                   and not p.name.endswith(".part.mp4") and p.is_file())
-    return found[:limit]
-
-
-def video_info(paths: list[Path]) -> dict:
-    """Resolution, fps, frames and bit rate (metadata only) of the videos used."""
-    import av
-
-    sizes, rates, frames, kbps = set(), set(), [], []
-    for p in paths:
-        with av.open(str(p)) as c:
-            s = c.streams.video[0]
-            sizes.add(f"{s.width}x{s.height}")
-            rates.add(round(float(s.average_rate or 0), 2))
-            frames.append(int(s.frames or 0))
-            seconds = float(c.duration or 0) / 1e6
-            kbps.append(p.stat().st_size * 8 / 1e3 / seconds if seconds else 0.0)
-    return {"count": len(paths), "sizes": sorted(sizes), "fps": sorted(rates),
-            "frames_median": statistics.median(frames), "kbps_median": statistics.median(kbps)}
-
-
-# ---------------------------------------------------------------------------------- timing helpers
-def cpu_busy(seconds: float = 0.5) -> float | None:
-    """Share of all cores busy over ``seconds`` (Linux ``/proc/stat``; None elsewhere), taken before
-    the run: on a shared machine another job lowers every number here."""
-    def sample():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        return sum(v), v[3] + v[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except (OSError, ValueError):
-        return None
-    return 1 - (i1 - i0) / max(t1 - t0, 1)
-
-
-def ms(seconds: float) -> float:
-    return 1e3 * seconds
-
-
-def summary(times: list[float], clips_per_call: int = 1) -> dict:
-    """Median and 90th-percentile ms per call, and clips/s from the median."""
-    med = statistics.median(times)
-    return {"median_ms": ms(med), "p90_ms": ms(float(np.percentile(times, 90))), "clips_per_s": clips_per_call / med,
-            "n": len(times)}
-
-
-@contextmanager
-def worker_threads(n: int):
-    """``torch.set_num_threads(n)`` inside (a DataLoader worker runs with 1), the old value after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-@contextmanager
-def timed_reads(log: list[float]):
-    """Append the seconds of every ``read_frames`` call that ``VideoDataset`` makes to ``log``
-    (it looks the function up in its module at each call): the decode part of a sample."""
-    original = video.read_frames
-
-    def timed(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return original(*a, **kw)
-        finally:
-            log.append(time.perf_counter() - t)
-
-    video.read_frames = timed
-    try:
-        yield
-    finally:
-        video.read_frames = original
-
-
-# ---------------------------------------------------------------------------------- 1. decode only
-def bench_decode(paths: list[Path], reads: int, warmup: int) -> tuple[dict, float, int]:
-    """Per-read seconds of the three readers on the same windows, interleaved (order alternates
-    each round). Also the largest mean |decord - PyAV| over reads (0-255 scale): a few units is
-    colour conversion, tens would mean one of them returns other frames."""
-    readers = {
-        "decord": _read_decord,
-        "PyAV": _read_pyav,
-        "read_frames (decord + time-limit thread)": lambda p, c: read_frames(p, c, timeout=30.0),
-    }
-    times: dict[str, list[float]] = {k: [] for k in readers}
-    worst_diff, failures = 0.0, 0
-    for r in range(warmup + reads):
-        path = str(paths[r % len(paths)])
-        choose = lambda n, r=r: train_clip_indices(n, T, RATE, np.random.default_rng(r))  # noqa: E731
-        order = list(readers) if r % 2 == 0 else list(readers)[::-1]
-        out, dt = {}, {}
-        try:
-            for name in order:
-                t = time.perf_counter()
-                out[name] = readers[name](path, choose)
-                dt[name] = time.perf_counter() - t
-        except Exception as e:  # noqa: BLE001 - a broken real video: skip it, say so
-            failures += 1
-            print(f"   read failed ({type(e).__name__}: {e}) for {path}", flush=True)
-            continue
-        if r >= warmup:
-            for name, d in dt.items():
-                times[name].append(d)
-        a, b = out["decord"], out["PyAV"]
-        if a.shape == b.shape:
-            worst_diff = max(worst_diff, float(np.abs(a.astype(np.int16) - b).mean()))
-        else:
-            worst_diff = float("inf")
-    if not times["decord"]:
-        raise SystemExit("no video could be read")
-    return {k: summary(v) for k, v in times.items()}, worst_diff, failures
-
-
-# ---------------------------------------------------------------------------------- 2. one worker
-def make_dataset(root: Path, decoder: str, repeated: int):
-    """The training set as ``data=video`` builds it (finetune transform: crop + flip + RandAugment)."""
-    dm = VideoDataModule(str(root), img_size=SIZE, num_frames=T, sampling_rate=RATE, batch_size=1, num_workers=0,
-                         mode="finetune", repeated_sampling=repeated, decoder=decoder, val_split=None,
-                         test_split=None, pin_memory=False, seed=0)
-    dm.setup("fit")
-    return dm.train_set
-
-
-def bench_worker(root: Path, configs: list[tuple[str, int]], items: int, warmup: int) -> list[dict]:
-    """``__getitem__`` of each (decoder, repeated_sampling), one thread like a loader worker,
-    interleaved; decode = the time inside ``read_frames``, augment = the rest."""
-    sets = [make_dataset(root, d, r) for d, r in configs]
-    total: list[list[float]] = [[] for _ in configs]
-    decode: list[list[float]] = [[] for _ in configs]
-    log: list[float] = []
-    with worker_threads(1), timed_reads(log):
-        for i in range(warmup + items):
-            order = range(len(configs)) if i % 2 == 0 else reversed(range(len(configs)))
-            for k in order:
-                ds = sets[k]
-                ds.seed = 0  # seeded per sample: every setting gets the same windows and ops
-                log.clear()
-                t = time.perf_counter()
-                sample = ds[SampleKey(i % len(ds), i)]
-                dt = time.perf_counter() - t
-                if sample is None:
-                    raise SystemExit(f"unreadable video {ds.path(i % len(ds))}")
-                if i >= warmup:
-                    total[k].append(dt)
-                    decode[k].append(sum(log))
-    rows = []
-    for (d, r), tot, dec in zip(configs, total, decode):
-        row = {"decoder": d, "repeated_sampling": r, **summary(tot, r)}
-        row["decode_ms"] = ms(statistics.median(dec))
-        row["augment_ms"] = ms(statistics.median([a - b for a, b in zip(tot, dec)]))
-        rows.append(row)
-    return rows
-
-
-# ---------------------------------------------------------------------------------- 3. DataLoader
-def bench_loader(root: Path, decoder: str, repeated: int, workers: int, videos_per_batch: int, batches: int) -> dict:
-    """Clips/s of a real DataLoader once every worker has delivered its first batch (start-up excluded)."""
-    ds = make_dataset(root, decoder, repeated)
-    warm = max(workers, 1)
-    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=videos_per_batch * (warm + batches),
-                                             generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(ds, batch_size=videos_per_batch, sampler=sampler, num_workers=workers,
-                                         collate_fn=collate_video_train)
-    it = iter(loader)
-    for _ in range(warm):
-        next(it)
-    t = time.perf_counter()
-    clips = sum(next(it)[0].shape[0] for _ in range(batches))
-    seconds = time.perf_counter() - t
-    del it
-    return {"num_workers": workers, "clips_per_s": clips / seconds, "clips": clips}
-
-
-# ---------------------------------------------------------------------------------- 4. model step
-def bench_model(name: str, batch: int, device: str, dtype: str, steps: int, warmup: int) -> dict:
-    """Median seconds of forward + cross-entropy + backward + zero_grad (no optimizer) on random clips."""
-    torch.manual_seed(0)
-    model = create_model(name, num_frames=T, img_size=SIZE, num_classes=400).to(device).train()
-    x = torch.randn(batch, 3, T, SIZE, SIZE, device=device)
-    y = torch.randint(0, 400, (batch,), device=device)
-    amp = torch.autocast(device, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-
-    def step() -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        with amp:
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
-    times = [step() for _ in range(warmup + steps)][warmup:]
-    return {"device": device, "dtype": dtype, "batch": batch, **summary(times, batch)}
-
-
 # ---------------------------------------------------------------------------------- main
-def num(x: float) -> str:
-    """Three significant digits or so: 0.58, 12.9, 3457.7."""
-    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
-
-
-def table(header: list[str], rows: list[list], indent: str = "   ") -> None:
-    """Left-aligned first column, right-aligned numbers."""
-    cells = [header] + [[num(c) if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for r in cells:
-        print(indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
-              flush=True)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -351,32 +87,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def get_videos(args) -> tuple[list[Path], str]:
-    """The videos (found or generated) and a line saying which."""
-    found = find_videos(args.video_dir, args.videos) if args.video_dir is not None else []
-    if found:
-        return found, f"from {args.video_dir}"
-    frames = int(round(args.seconds * FPS))
-    width, height = 568, 320
-    folder = args.video_dir or Path(tempfile.gettempdir()) / "abswin_bench_videos" / f"{width}x{height}_{frames}f_g{args.gop}"
-    folder.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    paths, made = [], 0
-    for k in range(args.videos):
-        path = folder / f"clip{k:03d}.mp4"
-        if not path.exists():
-            make_video(path, k, frames, width, height, args.gop)
-            made += 1
-        paths.append(path)
-    how = f"generated in {time.perf_counter() - t:.1f} s" if made else "cached"
-    return paths, f"generated (libx264 veryfast crf 23, GOP {args.gop}; {how}) in {folder}"
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     t_start = time.perf_counter()
     busy = cpu_busy()  # before this run adds its own load
-    paths, where = get_videos(args)
+    paths, where = get_videos(args.video_dir, args.videos, args.seconds, args.gop)
     info = video_info(paths)
     workers = [w for w in (int(x) for x in args.workers.split(",") if x.strip()) if w <= CORES]
     cuda = torch.cuda.is_available() and not args.no_cuda
@@ -401,7 +116,7 @@ def main(argv=None) -> None:
     with worker_threads(1):
         decode, diff, failures = bench_decode(paths, args.reads, args.warmup)
     table(["reader", "median ms", "p90 ms", "clips/s"],
-          [[k, v["median_ms"], v["p90_ms"], v["clips_per_s"]] for k, v in decode.items()])
+          [[k, v["median_ms"], v["p90_ms"], v["clips_per_s"]] for k, v in decode.items()], indent="   ")
     ratio = decode["decord"]["clips_per_s"] / decode["PyAV"]["clips_per_s"]
     guard = decode["read_frames (decord + time-limit thread)"]["median_ms"] / decode["decord"]["median_ms"] - 1
     print(f"   decord / PyAV: {ratio:.2f}x ({'decord' if ratio >= 1 else 'PyAV'} faster); time-limit thread: "
@@ -421,7 +136,7 @@ def main(argv=None) -> None:
         worker = bench_worker(root, configs, args.items, args.warmup)
         table(["setting", "ms/video", "decode ms", "augment ms", "decode %", "clips/s per worker"],
               [[f"data.decoder={w['decoder']} repeated_sampling={w['repeated_sampling']}", w["median_ms"], w["decode_ms"],
-                w["augment_ms"], 100 * w["decode_ms"] / w["median_ms"], w["clips_per_s"]] for w in worker])
+                w["augment_ms"], 100 * w["decode_ms"] / w["median_ms"], w["clips_per_s"]] for w in worker], indent="   ")
         results["worker"] = worker
 
         # 3 --------------------------------------------------------------------------
@@ -479,7 +194,7 @@ def main(argv=None) -> None:
                             worker_decode_ms_per_batch=decode_ms, worker_augment_ms_per_batch=augment_ms,
                             workers_needed=need, num_workers=W, loader_clips_per_s=supply, bound=bound))
     table(["device", "batch", "step ms", "model clips/s", "1 worker's ms per batch: decode", "augment",
-           "workers needed", f"with {W} workers"], rows)
+           "workers needed", f"with {W} workers"], rows, indent="   ")
     for v in verdict:
         print(f"   {v['device']} {v['dtype']}: {v['workers_needed']:.2f} workers per device keep it fed; "
               f"{W} workers give {v['loader_clips_per_s']:.1f} clips/s vs. the model's "

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from abswin.training import FinetuneModule
 from abswin.data import ImageDataModule, decode
+from data_modules import data_module  # noqa: E402
+from modules import finetune_module  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -41,7 +42,7 @@ def _images(root: Path, split: str, per_class: dict[str, int]) -> None:
 
 
 def _dm(root: Path, **kw) -> ImageDataModule:
-    return ImageDataModule(str(root), **{"img_size": 32, "batch_size": 2, "num_workers": 0, **kw})
+    return data_module("imagefolder", root, **{"img_size": 32, "batch_size": 2, "num_workers": 0, **kw})
 
 
 # ---------------------------------------------------------------------------- video CSVs
@@ -62,8 +63,6 @@ def videos(tmp_path_factory) -> Path:
 
 
 def _video_dm(root: Path, train: str, val: str | None = None, **kw):
-    from abswin.data import VideoDataModule
-
     (root / "train.csv").write_text(train)
     if val is not None:
         (root / "val.csv").write_text(val)
@@ -71,11 +70,11 @@ def _video_dm(root: Path, train: str, val: str | None = None, **kw):
         (root / "val.csv").unlink()
     args = dict(img_size=32, num_frames=2, sampling_rate=1, batch_size=1, num_workers=0,
                 num_temporal_views=1, num_spatial_views=1, val_split="val" if val is not None else None)
-    return VideoDataModule(str(root), **{**args, **kw})
+    return data_module("video", root, **{**args, **kw})
 
 
 def test_csv_lines_must_be_path_label(videos, caplog):
-    from abswin.data.video import read_index
+    from abswin.data.video_index import read_index
 
     # one line with three fields is an error naming it, not a switch to class-name mode
     with pytest.raises(ValueError) as exc:
@@ -149,7 +148,7 @@ def test_empty_and_symlinked_class_folders(tmp_path, caplog):
     assert len(warnings) == 1 and "empty" in warnings[0] and "void" in warnings[0] and "fox" not in warnings[0]
     dm.setup("fit")
     assert len(dm.train_set) == 7  # the loop is listed: reading it fails, logged and counted
-    assert sum(x.shape[0] for x, _ in dm.train_dataloader()) == 6 and dm.num_skipped == 1
+    assert sum(b.images.shape[0] for b in dm.train_dataloader()) == 6 and dm.num_skipped == 1
     assert "loop.jpg" in caplog.text
 
 
@@ -165,8 +164,8 @@ def test_multi_frame_images_use_the_first_frame(tmp_path):
     frames[0].save(root / "val" / "dog" / "anim.gif", save_all=True, append_images=frames[1:])
     dm = _dm(root, batch_size=4)
     dm.setup("validate")
-    images, labels, missing = next(iter(dm.val_dataloader()))
-    assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 1] and missing.numel() == 0
+    batch = next(iter(dm.val_dataloader()))
+    assert batch.images.shape == (3, 3, 32, 32) and batch.labels.tolist() == [0, 1, 1] and batch.missing.numel() == 0
 
 
 @pytest.mark.parametrize("n", [3, 20])
@@ -189,9 +188,8 @@ def test_unreadable_val_images_count_as_missing(tmp_path):
     _images(root, "val", {"c0": 2, "c1": 2, "c2": 2})
     (root / "val" / "c0" / "1.jpg").write_bytes(b"corrupt")
     (root / "val" / "c2" / "0.jpg").write_bytes((root / "val" / "c1" / "0.jpg").read_bytes()[:100])
-    dm = ImageDataModule(str(root), img_size=64, batch_size=4, num_workers=0, randaug_mstd=None,
-                         random_erasing=0.0)
-    module = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
+    dm = _dm(root, img_size=64, batch_size=4, randaug_mstd=None, random_erasing=0.0)
+    module = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
                             mixup=0.0, cutmix=0.0, warmup_epochs=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, default_root_dir=tmp_path)

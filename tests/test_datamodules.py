@@ -3,6 +3,7 @@ one-line errors, global -> per-device batch, eval sharding, the bundled MNIST de
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -17,13 +18,13 @@ from PIL import Image
 from abswin.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    DemoDataModule,
     ImageDataModule,
     ResumableSampler,
     ShardSampler,
     build_demo_dataset,
     eval_transform,
 )
+from data_modules import data_module
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -60,7 +61,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _dm(root, **kw) -> ImageDataModule:
     kw = {"img_size": 32, "batch_size": 2, "num_workers": 0, **kw}
-    return ImageDataModule(str(root), **kw)
+    return data_module("imagefolder", root, **kw)
 
 
 def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
@@ -71,7 +72,8 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
     assert len(dm.train_set) == 14 and len(dm.val_set) == 6  # notes.txt is not an image
 
     seen = 0
-    for images, labels in dm.train_dataloader():  # the whole epoch completes
+    for batch in dm.train_dataloader():  # the whole epoch completes
+        images, labels = batch.images, batch.labels
         assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
         assert labels.dtype == torch.int64 and labels.shape == (images.shape[0],)
         seen += images.shape[0]
@@ -81,10 +83,11 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
         hits = [m for m in lines if bad in m]
         assert len(hits) == 1 and "\n" not in hits[0] and str(folder) in hits[0]
 
-    images, labels, missing = next(iter(dm.val_dataloader()))  # evaluation batches report unreadable images
+    batch = next(iter(dm.val_dataloader()))  # evaluation batches report unreadable images
+    images, labels, missing = batch.images, batch.labels, batch.missing
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
     assert labels.tolist() == [0, 0] and missing.tolist() == []
-    all_labels = torch.cat([y for _, y, _ in dm.val_dataloader()])
+    all_labels = torch.cat([b.labels for b in dm.val_dataloader()])
     assert all_labels.tolist() == [0, 0, 0, 1, 1, 1]
     # normalised with the ImageNet statistics: a gray-ish random image is roughly centred
     assert -2.2 < images.min() and images.max() < 2.7
@@ -192,9 +195,9 @@ def test_loader_is_reproducible_with_seed(folder):
         dm.setup("fit")
         return next(iter(dm.train_dataloader()))
 
-    (a, ya), (b, yb) = first_batch(3), first_batch(3)
-    assert torch.equal(a, b) and torch.equal(ya, yb)
-    assert not torch.equal(a, first_batch(4)[0])
+    a, b = first_batch(3), first_batch(3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, first_batch(4).images)
 
 
 def test_demo_set_builds_once(tmp_path):
@@ -212,10 +215,11 @@ def test_demo_set_builds_once(tmp_path):
     assert build_demo_dataset(root) == root
     assert (marker.stat().st_mtime_ns, files[0].stat().st_mtime_ns) == stamps  # not rewritten
 
-    dm = DemoDataModule(root=str(root), num_workers=0)
-    assert dm.num_classes == 10
+    dm = data_module("demo", root, num_workers=0)
+    assert type(dm).__name__ == "DemoDataModule" and dm.num_classes == 10
     dm.setup("fit")
-    images, labels = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    images, labels = batch.images, batch.labels
     assert images.shape == (64, 3, 64, 64) and labels.dtype == torch.int64
     raw = images * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
     assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 0], raw[:, 2], atol=1e-5)
@@ -229,3 +233,139 @@ def test_demo_half_written_folder_is_rebuilt(tmp_path):
     assert not (root / "train" / "3" / "junk.png").exists()
     assert len(list(root.glob("*/*/*.png"))) == 5000
     assert not [p for p in tmp_path.iterdir() if p.name != "demo"]  # no temp folders left behind
+
+
+# ---------------------------------------------------------------------------- configs and constructors
+DATA_CONFIGS = ("imagefolder", "in1k", "demo", "video", "k400", "video_demo")
+INPUT = {"imagefolder": "image", "in1k": "image", "demo": "image", "video": "video", "k400": "video",
+         "video_demo": "video"}
+
+
+def _constructor_parameters(cls) -> dict[str, inspect.Parameter]:
+    """The constructor parameters of ``cls``, following ``**settings`` up to the base class."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass.__module__.split(".")[0] != "abswin":
+            continue
+        sig = inspect.signature(klass.__init__)
+        params.update({n: p for n, p in sig.parameters.items() if n != "self" and n not in params
+                       and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params
+
+
+@pytest.mark.parametrize("name", DATA_CONFIGS)
+def test_data_configs_are_flat_and_the_only_home_of_their_numbers(name):
+    """Every key of a data config but ``name`` and ``input`` is a constructor argument, and the
+    constructor has no default for any of them (the YAML is the only home of the value); every
+    argument without a default is in the config."""
+    from hydra.utils import get_class
+
+    from data_modules import data_arguments
+
+    args = data_arguments(name)
+    params = _constructor_parameters(get_class(args.pop("_target_")))
+    assert set(args) <= set(params), set(args) - set(params)
+    with_default = [k for k in args if params[k].default is not inspect.Parameter.empty]
+    assert not with_default, f"{name}: constructor defaults repeat the config: {with_default}"
+    required = [k for k, p in params.items() if p.default is inspect.Parameter.empty]
+    assert set(required) <= set(args), set(required) - set(args)
+
+
+def test_data_configs_describe_their_input():
+    """Each data config says its ``name`` and ``input`` (for run names, the model variant and the MAE
+    mask ratio), and no longer carries the model's settings."""
+    from hydra import compose, initialize_config_module
+
+    for name in DATA_CONFIGS:
+        with initialize_config_module("abswin.conf", version_base="1.3"):
+            data = compose(config_name="finetune", overrides=[f"data={name}"]).data
+        assert (data.name, data.input) == (name, INPUT[name])
+        assert not {"datamodule", "model_suffix", "mae_mask_ratio"} & set(data)
+
+
+def test_scale_follows_the_task(folder):
+    assert _dm(folder).scale == (0.08, 1.0) and _dm(folder, mode="pretrain").scale == (0.2, 1.0)
+    assert _dm(folder, scale=[0.3, 0.9]).scale == (0.3, 0.9)  # one range for both tasks
+
+
+def test_num_classes_bounds_the_class_index(folder):
+    assert _dm(folder, num_classes=5).num_classes == 5  # a model with more outputs than classes here
+    with pytest.raises(ValueError, match=r"class 'dog' has index 1, out of range \[0, 1\)") as exc:
+        _dm(folder, num_classes=1)
+    assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------------------- batches and seeds
+def test_batch_moves_to_a_device_and_pins(folder):
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    from abswin.batch import Batch
+
+    batch = next(iter(_dm(folder).val_dataloader()))
+    assert isinstance(batch, Batch) and batch.num_samples == 2 and batch.views is None
+    moved = move_data_to_device(batch, torch.device("cpu"))
+    assert isinstance(moved, Batch) and torch.equal(moved.images, batch.images)
+    assert torch.equal(moved.missing, batch.missing) and moved.clips_per_sample == 1
+    video = Batch(None, torch.zeros(2, dtype=torch.int64), views=torch.zeros(2, 3, 3, 2, 4, 4))
+    assert video.num_samples == 2
+    assert Batch(torch.zeros(6, 3, 2, 4, 4), torch.zeros(6, dtype=torch.int64), clips_per_sample=3).num_samples == 2
+    with pytest.raises(ValueError, match="either images"):
+        Batch(torch.zeros(1, 3, 4, 4), torch.zeros(1), views=torch.zeros(1, 1, 3, 1, 4, 4))
+
+
+def test_batch_pins_every_tensor(monkeypatch):
+    """What a DataLoader with ``pin_memory=True`` does to a batch: ``Batch.pin_memory()``, a copy
+    with every tensor pinned (without CUDA, pinning is recorded instead of done)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from abswin.batch import Batch
+
+    pinned = []
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a, **k: pinned.append(t) or t.clone())
+    batch = Batch(None, torch.tensor([3, 4]), views=torch.rand(2, 2, 3, 2, 4, 4), video_index=torch.tensor([5, 6]),
+                  missing=torch.tensor([7]))
+    out = pin_memory(batch)
+    assert isinstance(out, Batch) and out is not batch and out.images is None
+    for name in ("labels", "views", "video_index", "missing"):
+        assert torch.equal(getattr(out, name), getattr(batch, name))
+        assert getattr(out, name).is_pinned() if torch.cuda.is_available() else any(
+            t is getattr(batch, name) for t in pinned)
+
+
+def test_derive_seed():
+    from abswin.seeding import derive_seed
+
+    a = derive_seed(0, 1, 2)
+    assert a == derive_seed(0, 1, 2) and 0 <= a < 2**63
+    assert len({a, derive_seed(0, 2, 1), derive_seed(1, 0, 2), derive_seed(0, 1, 3), derive_seed(0, 1)}) == 5
+    assert 0 <= derive_seed(-1) < 2**63
+    np.random.default_rng(a)  # valid for numpy and torch
+    torch.manual_seed(a)
+
+
+def test_a_mid_epoch_resume_gives_the_rest_of_the_epoch_unchanged(folder):
+    """The data side of an exact resume: a data module that loads a checkpoint's training position
+    (epoch 1, 2 batches done) yields that epoch's remaining batches, the same samples with the same
+    augmentations as an uninterrupted run (with a worker process: nothing depends on its state)."""
+    def epoch_batches(dm, epoch):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return list(loader)
+
+    straight = _dm(folder, num_workers=1, persistent_workers=False)
+    straight.setup("fit")
+    epoch_batches(straight, 0)
+    expected = epoch_batches(straight, 1)
+    assert len(expected) == 7  # 14 files in batches of 2 (an unreadable file leaves a batch of 1)
+
+    resumed = _dm(folder, num_workers=1, persistent_workers=False)
+    resumed.load_state_dict({"train_position": {"epoch": 1, "batches_done": 2}})
+    resumed.setup("fit")
+    got = list(resumed.train_dataloader())
+    assert len(got) == len(expected) - 2
+    for a, b in zip(got, expected[2:]):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.missing, b.missing)

@@ -9,7 +9,8 @@ import torch.distributed as dist
 from PIL import Image
 
 from abswin.training import FinetuneModule
-from abswin.data import ImageDataModule
+from data_modules import data_module  # noqa: E402
+from modules import finetune_module  # noqa: E402
 
 
 class CountSeen(pl.Callback):
@@ -20,8 +21,8 @@ class CountSeen(pl.Callback):
         self.labels = torch.zeros(3)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.count += batch[1].numel()
-        self.labels += torch.bincount(batch[1], minlength=3).float()
+        self.count += batch.labels.numel()
+        self.labels += torch.bincount(batch.labels, minlength=3).float()
 
     def on_validation_epoch_end(self, trainer, pl_module):
         dist.all_reduce(self.count)
@@ -39,9 +40,9 @@ def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (40, 48), (80 * c, 60, 200 - 60 * c)).save(d / f"{i}.jpg")
-    dm = ImageDataModule(str(tmp_path), img_size=64, batch_size=4, num_workers=0, randaug_mstd=None,
-                         random_erasing=0.0)
-    module = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
+    dm = data_module("imagefolder", tmp_path, img_size=64, batch_size=4, num_workers=0, randaug_mstd=None,
+                     random_erasing=0.0)
+    module = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
                             mixup=0.0, cutmix=0.0, warmup_epochs=0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
@@ -60,7 +61,6 @@ def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
     """7 validation videos (5 decodable, 2 broken) over 2 ranks: 5 evaluated, 2 missing, summed."""
     import numpy as np
 
-    from abswin.data import VideoDataModule
     from abswin.data.video_demo import write_mp4
 
     rng = np.random.default_rng(0)
@@ -74,10 +74,10 @@ def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
     lines["val"] += ["broken.mp4 0", "text.mp4 1"]
     for split, ls in lines.items():
         (tmp_path / f"{split}.csv").write_text("\n".join(ls) + "\n")
-    dm = VideoDataModule(str(tmp_path), img_size=32, num_frames=4, sampling_rate=2, batch_size=2,
-                         eval_batch_size=2, num_workers=0, num_temporal_views=2, num_spatial_views=1,
-                         randaug_mstd=None, random_erasing=0.0)
-    module = FinetuneModule("hiera_atto_16x224", {"img_size": 32, "num_frames": 4}, num_classes=2, lr=1e-3,
+    dm = data_module("video", tmp_path, img_size=32, num_frames=4, sampling_rate=2, batch_size=2,
+                     eval_batch_size=2, num_workers=0, num_temporal_views=2, num_spatial_views=1,
+                     randaug_mstd=None, random_erasing=0.0)
+    module = finetune_module("hiera_atto_16x224", {"img_size": 32, "num_frames": 4}, num_classes=2, lr=1e-3,
                             batch_size=2, mixup=0.0, cutmix=0.0, warmup_epochs=0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=1,

@@ -14,13 +14,15 @@ from PIL import Image
 
 import abswin
 from abswin import CheckpointError
+from abswin.data import collate_images
 from abswin.training import FinetuneModule, NonFiniteError, RunCheckpoint
+from modules import finetune_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module(**kw) -> FinetuneModule:
-    return FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
+    return finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
                           mixup=0.0, cutmix=0.0, warmup_epochs=0, **kw)
 
 
@@ -47,7 +49,8 @@ def test_a_nan_gradient_stops_or_is_skipped_as_configured():
 
 def test_nan_weights_are_never_written_over_a_good_checkpoint(tmp_path):
     images = torch.randn(8, 3, 64, 64)
-    loader = torch.utils.data.DataLoader(list(zip(images, torch.arange(8) % 3)), batch_size=4)
+    items = list(zip(images, (torch.arange(8) % 3).tolist(), range(8)))  # (image, label, index)
+    loader = torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate_images)
     module = _module()
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,

@@ -10,18 +10,13 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("decord")
 
+from abswin.data.clip_sampling import eval_clip_indices, train_clip_indices  # noqa: E402
+from abswin.data.collate import collate_video_eval, collate_video_train  # noqa: E402
 from abswin.data.loading import SampleKey  # noqa: E402
 from abswin.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from abswin.data.video import (  # noqa: E402
-    VideoDataModule,
-    _read_pyav,
-    collate_video_eval,
-    collate_video_train,
-    eval_clip_indices,
-    read_frames,
-    read_index,
-    train_clip_indices,
-)
+from abswin.data.video_decoding import _read_pyav, read_frames  # noqa: E402
+from abswin.data.video_index import read_index  # noqa: E402
+from data_modules import data_module  # noqa: E402
 
 STEP = 6  # frame i = x-gradient (0..80) + STEP * i: the frame number reads back from the intensity
 
@@ -73,10 +68,10 @@ def unnorm(x: torch.Tensor) -> torch.Tensor:
 
 
 def dm(root, **kw):
-    args = dict(img_size=32, num_frames=4, sampling_rate=3, batch_size=8, num_workers=0, seed=0,
-                num_temporal_views=5, num_spatial_views=3, decode_timeout=20)
+    args = dict(img_size=32, num_frames=4, sampling_rate=3, batch_size=8, eval_batch_size=None, num_workers=0,
+                seed=0, repeated_sampling=1, num_temporal_views=5, num_spatial_views=3, decode_timeout=20)
     args.update(kw)
-    m = VideoDataModule(str(root), **args)
+    m = data_module("video", root, **args)
     m.setup("fit")
     return m
 
@@ -89,12 +84,12 @@ def test_csv_spaces_commas_and_missing_root(kinetics, tmp_path):
     assert paths == ["videos/a0.mp4", "videos/trunc.mp4", "videos/b0.mp4", "videos/text.mp4", "videos/b1.mp4"]
     assert labels == ["0", "0", "1", "1", "1"]
     with pytest.raises(FileNotFoundError, match=r"data root not found: .*nope.*data\.root="):
-        VideoDataModule(str(tmp_path / "nope"))
+        data_module("video", tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match=r"train\.csv.*data\.root="):
-        VideoDataModule(str(tmp_path))
+        data_module("video", tmp_path)
     msg = ""
     try:
-        VideoDataModule(str(tmp_path))
+        data_module("video", tmp_path)
     except FileNotFoundError as e:
         msg = str(e)
     assert "\n" not in msg
@@ -112,8 +107,8 @@ def test_folder_tree(kinetics, tmp_path):
     m = dm(tmp_path, num_temporal_views=1, num_spatial_views=1)
     assert m.classes == ["cat", "dog"] and m.num_classes == 2
     assert len(m.train_set) == 3 and m.train_set.labels.tolist() == [0, 0, 1]
-    clips, labels = collate_video_train([m.train_set[i] for i in range(3)])
-    assert clips.shape == (3, 3, 4, 32, 32) and labels.tolist() == [0, 0, 1]
+    batch = collate_video_train([m.train_set[i] for i in range(3)])
+    assert batch.images.shape == (3, 3, 4, 32, 32) and batch.labels.tolist() == [0, 0, 1]
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -139,13 +134,13 @@ def test_pyav_first_reads_the_same_frames(kinetics):
     with pytest.raises(ValueError, match="decoder='opencv' is not one of"):
         read_frames(path, idx, decoder="opencv")
     with pytest.raises(ValueError, match="data.decoder='opencv'"):
-        VideoDataModule(str(kinetics), decoder="opencv")
+        data_module("video", kinetics, decoder="opencv")
 
 
 def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
     import time
 
-    import abswin.data as abswin.data.video as video
+    import abswin.data.video_decoding as video
 
     calls = []
 
@@ -178,7 +173,7 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
     m = dm(kinetics, repeated_sampling=2, mode="finetune", randaug_mstd=None, random_erasing=0.0)
     ds = m.train_set
     for index, (_, n, _, _) in enumerate(GOOD):
-        clips, label = ds[index]
+        clips, label, _ = ds[index]
         assert clips.shape == (2, 3, 4, 32, 32) and clips.dtype == torch.float32
         for clip in clips:
             inten = unnorm(clip)  # [T, H, W]
@@ -197,12 +192,13 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
     clip = s[0][0][0]
     inten = unnorm(clip)
     assert np.round(((inten - inten[0]).mean(dim=(1, 2)) / STEP).numpy()).astype(int).tolist() == [0, 3, 4, 4]
-    # corrupt ones: None, logged, counted; the collate drops them and repeats labels
+    # corrupt ones: None, logged, counted; the collate drops them (reports them) and repeats labels
     with caplog.at_level(logging.WARNING, logger="abswin.data"):
-        assert ds[4] is None and ds[5] is None
+        assert ds[4] == (None, 0, 4) and ds[5] == (None, 1, 5)
     assert ds.num_skipped == 2 and "trunc.mp4" in caplog.text and "text.mp4" in caplog.text
-    clips, labels = collate_video_train([ds[i] for i in range(6)])
-    assert clips.shape == (8, 3, 4, 32, 32) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    batch = collate_video_train([ds[i] for i in range(6)])
+    assert batch.images.shape == (8, 3, 4, 32, 32) and batch.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert batch.clips_per_sample == 2 and batch.num_samples == 4 and batch.missing.tolist() == [4, 5]
 
 
 def test_train_randaugment_shared_and_seeded(kinetics):
@@ -229,8 +225,8 @@ def test_train_loader_with_worker(kinetics):
     m = dm(kinetics, batch_size=3, num_workers=1, randaug_mstd=None)
     batches = list(m.train_dataloader())
     assert len(batches) == 2  # 6 videos, drop_last
-    assert sum(len(b[0]) for b in batches) == 4  # the 2 corrupt ones skipped
-    assert all(b[0].shape[1:] == (3, 4, 32, 32) for b in batches)
+    assert sum(len(b.images) for b in batches) == 4  # the 2 corrupt ones skipped
+    assert all(b.images.shape[1:] == (3, 4, 32, 32) for b in batches)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -239,11 +235,12 @@ def test_eval_multiview_and_missing_reported(kinetics, caplog):
     with caplog.at_level(logging.WARNING, logger="abswin.data"):
         batches = list(m.val_dataloader())
     assert len(batches) == 1
-    views, labels, index, missing = batches[0]
-    assert views.shape == (3, 15, 3, 4, 32, 32)
+    batch = batches[0]
+    views, labels, index, missing = batch.views, batch.labels, batch.video_index, batch.missing
+    assert batch.images is None and views.shape == (3, 15, 3, 4, 32, 32)
     assert index.tolist() == [0, 2, 4] and labels.tolist() == [0, 1, 1]
     assert missing.tolist() == [1, 3]  # reported, not replaced
-    assert m.val_set.missing == [1, 3] and "MISSING" in caplog.text
+    assert m.val_set.num_skipped == 2 and "MISSING" in caplog.text
     # temporal views: evenly spaced starts, stride 3 inside each view (a0: 30 frames -> starts 0..20)
     v = views[0].view(5, 3, 3, 4, 32, 32)
     starts = []
@@ -263,15 +260,16 @@ def test_eval_multiview_and_missing_reported(kinetics, caplog):
 
 
 def test_eval_collate_all_missing():
-    views, labels, index, missing = collate_video_eval([(None, 0, 7)])
-    assert views.shape[0] == 0 and missing.tolist() == [7] and index.numel() == 0
+    batch = collate_video_eval([(None, 0, 7)])
+    assert batch.views.shape[0] == 0 and batch.missing.tolist() == [7] and batch.video_index.numel() == 0
+    assert batch.num_samples == 0
 
 
 @pytest.mark.parametrize("arg", ["num_frames", "sampling_rate", "repeated_sampling", "num_temporal_views",
                                  "num_spatial_views"])
 def test_nonpositive_clip_settings_are_one_line_errors(kinetics, arg):
     with pytest.raises(ValueError, match=f"data.{arg} must be >= 1, got 0"):
-        VideoDataModule(str(kinetics), **{arg: 0})
+        data_module("video", kinetics, **{arg: 0})
 
 
 def test_batch_larger_than_the_data_set_is_a_clear_error(kinetics):

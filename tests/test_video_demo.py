@@ -17,12 +17,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 pytest.importorskip("decord")
-import abswin.data as abswin.data.video_demo as video_demo  # noqa: E402
+import abswin.data.video_demo as video_demo  # noqa: E402
 from abswin.launch import register_resolvers, run  # noqa: E402
-from abswin.data import VideoDemoDataModule, build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
-from abswin.data.demo import MARKER, build_once  # noqa: E402
-from abswin.data.video import _read_decord  # noqa: E402
+from abswin.data import build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
+from abswin.data.demo_cache import MARKER, build_once  # noqa: E402
+from abswin.data.video_decoding import _read_decord  # noqa: E402
 from abswin.data.video_demo import CLASSES, EXPECTED, PIECE, cut  # noqa: E402
+from data_modules import data_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -164,13 +165,15 @@ def test_build_is_idempotent(demo_root):
 
 
 def test_datamodule_batches(demo_root):
-    dm = VideoDemoDataModule(root=str(demo_root), num_workers=0, batch_size=2, repeated_sampling=2)
+    dm = data_module("video_demo", demo_root, num_workers=0, batch_size=2, eval_batch_size=2, repeated_sampling=2)
+    assert type(dm).__name__ == "VideoDemoDataModule"
     assert dm.randaug["randaug_mstd"] is None and dm.random_erasing == 0 and dm.scale == (0.25, 1.0)
     dm.setup("fit")
-    clips, labels = next(iter(dm.train_dataloader()))
-    assert clips.shape == (4, 3, 8, 64, 64) and labels.shape == (4,)  # [B*R, 3, T, S, S]
-    views, labels, index, missing = next(iter(dm.val_dataloader()))
-    assert views.shape == (2, 6, 3, 8, 64, 64) and missing.numel() == 0  # [B, 2x3 views, 3, T, S, S]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.images.shape == (4, 3, 8, 64, 64) and batch.labels.shape == (4,)  # [B*R, 3, T, S, S]
+    assert batch.clips_per_sample == 2 and batch.num_samples == 2
+    batch = next(iter(dm.val_dataloader()))
+    assert batch.views.shape == (2, 6, 3, 8, 64, 64) and batch.missing.numel() == 0  # [B, 2x3 views, 3, T, S, S]
     assert dm.num_classes == len(CLASSES) and len(dm.train_set) == 79 and len(dm.val_set) == 17
 
 

@@ -19,6 +19,8 @@ from abswin.training import FinetuneModule, MAEPretrainModule
 pytest.importorskip("decord")
 from abswin.data import VideoDataModule  # noqa: E402
 from abswin.data.video_demo import write_mp4  # noqa: E402
+from data_modules import data_module  # noqa: E402
+from modules import pretrain_module, finetune_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -58,10 +60,10 @@ def video_root(tmp_path_factory) -> Path:
 
 
 def _dm(root: Path, mode: str, **kw) -> VideoDataModule:
-    args = dict(img_size=64, num_frames=8, sampling_rate=2, batch_size=2, num_workers=0, mode=mode,
-                repeated_sampling=2, num_temporal_views=2, num_spatial_views=3, randaug_mstd=None, seed=0)
+    args = dict(img_size=64, num_frames=8, sampling_rate=2, batch_size=2, eval_batch_size=None, num_workers=0,
+                mode=mode, repeated_sampling=2, num_temporal_views=2, num_spatial_views=3, randaug_mstd=None, seed=0)
     args.update(kw)
-    return VideoDataModule(str(root), **args)
+    return data_module("video", root, **args)
 
 
 def _trainer(tmp_path: Path, **kw) -> pl.Trainer:
@@ -74,7 +76,7 @@ def _trainer(tmp_path: Path, **kw) -> pl.Trainer:
 
 
 def test_video_mae_trains_and_validates(video_root, tmp_path):
-    module = MAEPretrainModule("mae_hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, mask_ratio=0.9,
+    module = pretrain_module("mae_hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, mask_ratio=0.9,
                                lr=1e-3, batch_size=2, warmup_epochs=0)
     assert module.model.mask_spatial_shape == [4, 2, 2]  # 16 mask units: 0.9 keeps one
     trainer = _trainer(tmp_path)
@@ -86,7 +88,7 @@ def test_video_mae_trains_and_validates(video_root, tmp_path):
 
 
 def test_video_finetune_multi_view_eval_reports_missing(video_root, tmp_path, caplog):
-    module = FinetuneModule("hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, num_classes=2, lr=1e-3,
+    module = finetune_module("hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, num_classes=2, lr=1e-3,
                             batch_size=2, warmup_epochs=0, mixup=0.8, cutmix=1.0)
     trainer = _trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="2 video"):
@@ -99,7 +101,7 @@ def test_video_finetune_multi_view_eval_reports_missing(video_root, tmp_path, ca
 
 
 def test_multi_view_probabilities_are_the_mean_softmax_and_chunking_agrees():
-    module = FinetuneModule("hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, num_classes=3, lr=1e-3,
+    module = finetune_module("hiera_atto_16x224", {"img_size": 64, "num_frames": 8}, num_classes=3, lr=1e-3,
                             batch_size=2, mixup=0.0, cutmix=0.0).eval()
     views = torch.randn(2, 4, 3, 8, 64, 64)
     with torch.no_grad():
@@ -114,7 +116,7 @@ def test_multi_view_probabilities_are_the_mean_softmax_and_chunking_agrees():
 
 def test_one_video_per_device_with_activation_checkpointing(video_root, tmp_path):
     """What the 32x320 runs need: batch 1 (mixup then off), grad_ckpt, gradient clipping."""
-    module = FinetuneModule("hiera_atto_16x224", {"img_size": 64, "num_frames": 8, "grad_ckpt": True},
+    module = finetune_module("hiera_atto_16x224", {"img_size": 64, "num_frames": 8, "grad_ckpt": True},
                             num_classes=2, lr=1e-3, batch_size=1, warmup_epochs=0, mixup=0.0, cutmix=0.0)
     trainer = _trainer(tmp_path, gradient_clip_val=5.0, limit_val_batches=2)
     trainer.fit(module, datamodule=_dm(video_root, "finetune", batch_size=1, repeated_sampling=1,
@@ -165,19 +167,11 @@ def test_k400_pretrain_then_finetune_at_more_frames_and_pixels(video_root, tmp_p
 
 def test_video_mae_reconstruction_picture_folds_the_target_layout():
     """The picture's patches are the MAE's own video targets, and fold back to the middle frame."""
-    from abswin.training.callbacks import MAEReconstructionLogger, _patchify
+    from abswin.training.callbacks import MAEReconstructionLogger, _picture
 
     mae = abswin.create_model("mae_hiera_atto_16x224", img_size=64, num_frames=8).eval()
     x = torch.randn(2, 3, 8, 64, 64)
-    patches, fold = _patchify(mae, x)
-    everything = torch.ones(2, patches.shape[1], dtype=torch.bool)
     frames = x[:, :, :: mae.patch_stride[0]]
-    torch.testing.assert_close(fold(patches), frames[:, :, frames.shape[2] // 2])
-    raw = mae.norm_pix_loss
-    mae.norm_pix_loss = False
-    try:
-        torch.testing.assert_close(patches, mae.get_pixel_label(x, everything).view_as(patches))
-    finally:
-        mae.norm_pix_loss = raw
+    torch.testing.assert_close(_picture(mae, mae.patchify(x)), frames[:, :, frames.shape[2] // 2])
     image = MAEReconstructionLogger(num_images=2).make_image(mae, x, 0.9)
     assert image.dtype == torch.uint8 and image.shape[0] == 3 and image.shape[1] > 2 * 64

@@ -1,13 +1,31 @@
-"""Files -> batches: images ``(float32 [B, 3, H, W] ImageNet-normalised, int64 [B])``; videos: see video.py.
+"""Files -> batches (:class:`~abswin.batch.Batch`): images ``images float32 [B, 3, H, W]``
+(ImageNet-normalised) and ``labels int64 [B]``; videos: see :mod:`abswin.data.video`.
 
-Knows nothing about models; every number is a constructor argument (Hydra ``_target_``).
+Knows nothing about models; every number is a constructor argument, given by a data config
+(``abswin/conf/data/*.yaml``, Hydra ``_target_``). The modules:
+
+* :mod:`~abswin.data.datamodule`: the base data module (batch split, loaders, probing, resume state);
+* :mod:`~abswin.data.loading`: samplers, per-sample seeding, DataLoader settings;
+* :mod:`~abswin.data.files`: folder listing, class index files, the base data set (skip and count);
+* :mod:`~abswin.data.collate`: data set items -> ``Batch``;
+* :mod:`~abswin.data.transforms`: image decoding and the train/eval transforms;
+* :mod:`~abswin.data.image_folder`: ImageNet-style folders;
+* :mod:`~abswin.data.video_index`, :mod:`~abswin.data.video_decoding`,
+  :mod:`~abswin.data.clip_sampling`, :mod:`~abswin.data.video`: Kinetics-style videos;
+* :mod:`~abswin.data.demo_cache`, :mod:`~abswin.data.demo`, :mod:`~abswin.data.video_demo`: the
+  bundled demo sets, built once.
 """
+from .collate import collate_images, collate_video_eval, collate_video_train
+from .datamodule import ShardedDataModule
 from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
-from .image_folder import ImageDataModule, ImageFolderDataset, collate_skip_none
-from .loading import ResumableSampler, SampleKey, ShardedDataModule, ShardSampler
+from .image_folder import ImageDataModule, ImageFolderDataset
+from .loading import ResumableSampler, SampleKey, ShardSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
-from .video import VideoDataModule, VideoDataset, read_frames
+from .video import VideoDataModule, VideoDataset
+from .video_decoding import read_frames
 from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
+
+collate_skip_none = collate_images  # the image collate's former name
 
 __all__ = [
     "DEMO_ROOT_DEFAULT",
@@ -22,7 +40,10 @@ __all__ = [
     "ShardSampler",
     "ShardedDataModule",
     "build_demo_dataset",
+    "collate_images",
     "collate_skip_none",
+    "collate_video_eval",
+    "collate_video_train",
     "decode",
     "eval_transform",
     "train_transform",

@@ -1,4 +1,4 @@
-"""What every data module shares: sharding over ranks, resumable training order, DataLoader settings.
+"""Samplers and DataLoader settings: sharding over ranks, resumable training order, seeded samples.
 
 Training order and augmentation depend only on ``(seed, epoch, position in the epoch)``:
 
@@ -6,10 +6,10 @@ Training order and augmentation depend only on ``(seed, epoch, position in the e
   :class:`SampleKey` s ``(index, epoch)``. The data sets seed each sample's augmentation from the
   key (:func:`sample_rng`), so the worker processes need no state of their own: the result is
   the same with 0 or N workers, persistent or not, whenever the iterator was created.
-* :class:`ShardedDataModule` saves the training position (epoch, batches done in it) in every
-  checkpoint through Lightning's ``state_dict`` / ``load_state_dict`` hooks. A run resumed from a
-  mid-epoch checkpoint gets the remaining batches of that epoch, in the same order, with the same
-  augmentations, and the weights end bit-identical to an uninterrupted run.
+* :class:`~abswin.data.datamodule.ShardedDataModule` saves the training position (epoch, batches
+  done in it) in every checkpoint through Lightning's ``state_dict`` / ``load_state_dict`` hooks. A
+  run resumed from a mid-epoch checkpoint gets the remaining batches of that epoch, in the same
+  order, with the same augmentations, and the weights end bit-identical to an uninterrupted run.
 
 Evaluation uses :class:`ShardSampler`: disjoint shards without padding, so summed metrics count
 every sample once.
@@ -18,23 +18,20 @@ every sample once.
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-log = logging.getLogger("abswin.data")
+from ..seeding import derive_seed
 
 __all__ = [
     "ResumableSampler",
     "SampleKey",
     "ShardSampler",
-    "ShardedDataModule",
     "check_full_batch",
     "make_loader",
     "sample_rng",
@@ -53,10 +50,10 @@ class SampleKey(NamedTuple):
 
 @contextlib.contextmanager
 def sample_rng(seed: int, key: SampleKey):
-    """Within: the global CPU torch RNG seeded from ``(seed, epoch, index)`` only (``hash`` of a
-    tuple of ints does not depend on ``PYTHONHASHSEED``); the previous state is restored after."""
+    """Within: the global CPU torch RNG seeded from ``(seed, epoch, index)`` only
+    (:func:`~abswin.seeding.derive_seed`); the previous state is restored after."""
     with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(hash((seed, key.epoch, key.index)) % 2**63)
+        torch.random.default_generator.manual_seed(derive_seed(seed, key.epoch, key.index))
         yield
 
 
@@ -93,7 +90,7 @@ class ShardSampler(Sampler[int]):
 
 
 class ResumableSampler(Sampler[SampleKey]):
-    """Training sampler: a ``(seed, epoch)`` permutation, cut to a multiple of ``num_replicas x
+    """Training sampler: a permutation seeded from ``(seed, epoch)``, cut to a multiple of ``num_replicas x
     batch_size`` (full batches only), rank ``r`` taking every ``num_replicas``-th index from ``r``.
 
     ``start(epoch, batches_done)`` makes the next iteration begin ``batches_done`` batches into
@@ -124,7 +121,8 @@ class ResumableSampler(Sampler[SampleKey]):
         self.epoch, self._skip_batches = int(epoch), int(batches_done)
 
     def _shard(self) -> list[int]:
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_samples, generator=generator)
         used = self.batches_per_epoch * self.num_replicas * self.batch_size
         return order[:used][self.rank::self.num_replicas].tolist()
 
@@ -178,68 +176,3 @@ def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory:
         persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
         multiprocessing_context="forkserver" if num_workers > 0 else None,
     )
-
-
-class ShardedDataModule(pl.LightningDataModule):
-    """Base of the image and video data modules: the global batch split over ranks, a resumable
-    training loader, sharded evaluation loaders, and the training position in checkpoints.
-
-    Subclasses set ``batch_size`` (global), ``num_workers``, ``pin_memory``,
-    ``persistent_workers``, ``seed`` and ``train_set`` (in ``setup``), and call :meth:`_split_batch`
-    at the start of ``setup``.
-    """
-
-    batch_size: int
-    num_workers: int
-    pin_memory: bool
-    persistent_workers: bool
-    seed: int | None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.per_device_batch_size = 0
-        self.world_size, self.rank = 1, 0
-        self._train_sampler: ResumableSampler | None = None
-        self._resume_position: dict | None = None
-
-    def _split_batch(self) -> None:
-        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
-            getattr(self, "trainer", None), self.batch_size)
-
-    def _train_seed(self) -> int:
-        return int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
-
-    def _train_loader(self, collate) -> DataLoader:
-        """Full batches only, in the resumable order; the data set seeds its augmentation from
-        ``(seed, epoch, index)``."""
-        dataset = self.train_set
-        check_full_batch(len(dataset), self.batch_size, self.per_device_batch_size, self.world_size)
-        dataset.seed = self._train_seed()
-        sampler = ResumableSampler(len(dataset), self.world_size, self.rank, self.per_device_batch_size,
-                                   dataset.seed)
-        if self._resume_position is not None:
-            sampler.start(self._resume_position["epoch"], self._resume_position["batches_done"])
-            log.info("training data resumes at epoch %d, batch %d", sampler.epoch, sampler._skip_batches)
-            self._resume_position = None
-        self._train_sampler = sampler
-        return make_loader(dataset, self.per_device_batch_size, collate, self.num_workers, self.pin_memory,
-                           self.persistent_workers, sampler=sampler)
-
-    def _eval_loader(self, dataset, batch_size: int, collate):
-        if dataset is None:
-            return []
-        return make_loader(dataset, batch_size, collate, self.num_workers, self.pin_memory, self.persistent_workers,
-                           sampler=ShardSampler(dataset, self.world_size, self.rank))
-
-    # ------------------------------------------------------------------ checkpoint state
-    def state_dict(self) -> dict:
-        """The training position when the checkpoint is written: the epoch and how many of its
-        batches were trained (the batch being finished counts: checkpoints are written after it)."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or self._train_sampler is None:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done)}}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_position = state_dict.get("train_position")

@@ -24,7 +24,6 @@ import math
 import os
 import random
 import time
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -32,27 +31,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ..optim import param_groups_lrd
+from ..seeding import derive_seed
 from .schedule import build_lr_scheduler, schedule_steps
 
-__all__ = ["NonFiniteError", "TrainingModule", "capture_rng_states", "restore_rng_states", "to_plain"]
+__all__ = ["NonFiniteError", "TrainingModule", "capture_rng_states", "restore_rng_states"]
 
 log = logging.getLogger("abswin")
-
-
-def to_plain(value: Any) -> Any:
-    """OmegaConf containers (Hydra may pass them) to plain dicts and lists, so that
-    ``save_hyperparameters`` stores only primitive types."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_plain(v) for v in value)
-    return value
 
 
 def capture_rng_states(device: torch.device | None = None) -> dict:
@@ -138,8 +122,7 @@ class TrainingModule(pl.LightningModule):
         self._micro_step += 1
         if not self._checked_batch:
             self._checked_batch = True
-            # videos count once however many clips repeated sampling draws from each
-            per_device = batch[0].shape[0] // getattr(self.trainer.datamodule, "repeated_sampling", 1)
+            per_device = batch.num_samples  # videos count once however many clips each gives
             effective = per_device * self._world() * self.trainer.accumulate_grad_batches
             if self._lr_from_blr and effective != self.hparams.batch_size:
                 rank_zero_warn(
@@ -153,14 +136,14 @@ class TrainingModule(pl.LightningModule):
         # images/s over the last log_every_n_steps batches (data loading included); no CUDA
         # sync: over a window the host-device lag averages out
         now = time.perf_counter()
-        n = batch[0].shape[0] * self._world()
+        n = batch.images.shape[0] * self._world()
         self._tp_window.append((n, now - self._tp_last))
         self._tp_last = now
         images = sum(i for i, _ in self._tp_window)
         seconds = sum(t for _, t in self._tp_window)
         if seconds > 0:
             self.log("train/throughput", images / seconds, on_step=True, on_epoch=False,
-                     batch_size=batch[0].shape[0])
+                     batch_size=batch.images.shape[0])
 
     # ------------------------------------------------------------------ the non-finite guard
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
@@ -214,8 +197,7 @@ class TrainingModule(pl.LightningModule):
         if self._seed_base is None:
             self._seed_base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed())) % 2**63
         rank = self.global_rank if self._trainer is not None else 0
-        state = np.random.SeedSequence([self._seed_base, self._micro_step, rank]).generate_state(2, np.uint32)
-        torch.manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        torch.manual_seed(derive_seed(self._seed_base, self._micro_step, rank))
 
     def _rng_device(self) -> torch.device | None:
         if self._trainer is not None:

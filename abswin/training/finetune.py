@@ -8,8 +8,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
+from ..batch import Batch
 from ..models import create_model
-from .base import TrainingModule, resolve_lr, to_plain
+from .base import TrainingModule, resolve_lr
 
 __all__ = ["FinetuneModule", "MixupCutmix", "soft_target_cross_entropy"]
 
@@ -88,36 +89,36 @@ class FinetuneModule(TrainingModule):
     def __init__(
         self,
         model_name: str,
-        model_kwargs: dict | None = None,
-        num_classes: int = 1000,
-        lr: float | None = None,
-        blr: float | None = None,
-        batch_size: int = 1024,
-        weight_decay: float = 0.05,
-        layer_decay: float = 0.65,
-        betas: tuple[float, float] | list[float] = (0.9, 0.999),
-        warmup_epochs: float = 5,
-        min_lr: float = 1e-6,
-        mixup: float = 0.8,
-        cutmix: float = 1.0,
-        mixup_switch_prob: float = 0.5,
-        label_smoothing: float = 0.1,
-        compile: bool = False,
+        model_kwargs: dict,
+        num_classes: int,
+        lr: float | None,
+        blr: float | None,
+        batch_size: int,
+        weight_decay: float,
+        layer_decay: float,
+        betas: list[float],
+        warmup_epochs: float,
+        min_lr: float,
+        mixup: float,
+        cutmix: float,
+        mixup_switch_prob: float,
+        label_smoothing: float,
+        max_nonfinite_skips: int,
         warmup_steps: int | None = None,
+        compile: bool = False,
         step_seed: bool = True,
-        max_nonfinite_skips: int = 0,
         eval_views_per_forward: int | None = None,
     ):
         super().__init__()
-        model_kwargs = to_plain(model_kwargs)
-        betas = list(to_plain(betas))
+        betas = list(betas)
         self.save_hyperparameters()
         self.lr, self._lr_from_blr = resolve_lr(lr, blr, batch_size)
-        kwargs = dict(model_kwargs or {})
+        kwargs = dict(model_kwargs)
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
         self._set_model(create_model(model_name, **kwargs), compile)
-        self._eval_counts = [0, 0]  # this rank's evaluated and missing samples; reset each eval epoch
+        self._num_evaluated = 0  # this rank's evaluated samples in this eval epoch
+        self._num_missing = 0  # this rank's unreadable samples in this eval epoch
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
         for stage in ("val", "test"):
@@ -127,10 +128,10 @@ class FinetuneModule(TrainingModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def training_step(self, batch, batch_idx: int):
-        if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
+    def training_step(self, batch: Batch, batch_idx: int):
+        if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
             return self._unreadable_batch()
-        images, labels = batch[0], batch[1]
+        images, labels = batch.images, batch.labels
         if self.mix.enabled and images.shape[0] > 1:
             images, target = self.mix(images, labels)
             loss = soft_target_cross_entropy(self.model(images), target)
@@ -141,29 +142,27 @@ class FinetuneModule(TrainingModule):
         self._log_lr()
         return loss
 
-    def _eval_step(self, batch, stage: str):
-        """Images: ``(images, labels, missing)`` (or ``(images, labels)``). Video: ``(views [B, V,
-        ...], labels, index, missing)``: the softmax averaged over the V views of each video is its
-        prediction (the multi-view protocol). ``missing`` (files that could not be decoded) are
-        counted, never replaced. Each sample is evaluated on exactly one rank (the loaders shard
-        without padding), so the summed metrics count every sample once."""
-        images, labels = batch[0], batch[1]
-        multi_view = images.dim() == 6  # [B, V, C, T, H, W]
-        if len(batch) > 2:  # the data modules' evaluation batches end with ``missing``
-            self._eval_counts[1] += batch[-1].numel()
-        if images.shape[0] == 0:
+    def _eval_step(self, batch: Batch, stage: str):
+        """Images or clips: ``batch.images``. Video multi-view: ``batch.views [B, V, ...]``: the
+        softmax averaged over the V views of each video is its prediction (the multi-view protocol).
+        ``batch.missing`` (files that could not be decoded) are counted, never replaced. Each sample
+        is evaluated on exactly one rank (the loaders shard without padding), so the summed metrics
+        count every sample once."""
+        labels = batch.labels
+        self._num_missing += batch.missing.numel()
+        if batch.num_samples == 0:
             return None
-        if multi_view:
-            scores = self._multi_view_probs(images)
+        if batch.views is not None:
+            scores = self._multi_view_probs(batch.views)
             loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
         else:
-            scores = self.model(images).float()
+            scores = self.model(batch.images).float()
             loss = F.cross_entropy(scores, labels)
         acc1, acc5 = getattr(self, f"{stage}_acc1"), getattr(self, f"{stage}_acc5")
         acc1(scores, labels)
         acc5(scores, labels)
-        bs = images.shape[0]
-        self._eval_counts[0] += bs
+        bs = batch.num_samples
+        self._num_evaluated += bs
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
         self.log(f"{stage}/acc1", acc1, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, batch_size=bs)
@@ -180,7 +179,7 @@ class FinetuneModule(TrainingModule):
 
     def _log_counts(self, stage: str) -> None:
         """Log the evaluated and missing counts summed over ranks (every rank calls this)."""
-        counts = torch.tensor(self._eval_counts, dtype=torch.float64, device=self.device)
+        counts = torch.tensor([self._num_evaluated, self._num_missing], dtype=torch.float64, device=self.device)
         num_samples, num_missing = (int(c) for c in self.trainer.strategy.reduce(counts, reduce_op="sum"))
         if self.trainer.sanity_checking:
             return
@@ -191,10 +190,10 @@ class FinetuneModule(TrainingModule):
         self.log(f"{stage}/missing", float(num_missing), on_step=False, on_epoch=True)
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_counts = [0, 0]
+        self._num_evaluated = self._num_missing = 0
 
     def on_test_epoch_start(self) -> None:
-        self._eval_counts = [0, 0]
+        self._num_evaluated = self._num_missing = 0
 
     def on_validation_epoch_end(self) -> None:
         self._log_counts("val")

@@ -6,22 +6,12 @@ import math
 
 import torch
 
+from ..batch import Batch
 from ..models import create_model
-from .base import TrainingModule, resolve_lr, to_plain
+from ..seeding import derive_seed
+from .base import TrainingModule, resolve_lr
 
-__all__ = ["MAEPretrainModule", "fixed_mask"]
-
-
-def fixed_mask(model, x: torch.Tensor, mask_ratio: float, seed: int) -> torch.Tensor:
-    """A random mask-unit mask (``True`` = kept) from its own generator: the same for the
-    same ``seed`` and batch size every time, and it draws nothing from the global RNG."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    num_units = math.prod(model.mask_spatial_shape)
-    len_keep = int(num_units * (1 - mask_ratio))
-    noise = torch.rand(x.shape[0], num_units, generator=g, device=x.device)
-    ids = torch.argsort(noise, dim=1)[:, :len_keep]
-    mask = torch.zeros(x.shape[0], num_units, dtype=torch.bool, device=x.device)
-    return mask.scatter_(1, ids, True)
+__all__ = ["MAEPretrainModule"]
 
 
 class MAEPretrainModule(TrainingModule):
@@ -56,27 +46,26 @@ class MAEPretrainModule(TrainingModule):
     def __init__(
         self,
         model_name: str,
-        model_kwargs: dict | None = None,
-        mask_ratio: float = 0.6,
-        blr: float = 8e-4,
-        batch_size: int = 4096,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] | list[float] = (0.9, 0.95),
-        warmup_epochs: float = 40,
-        min_lr: float = 0.0,
-        compile: bool = False,
+        model_kwargs: dict,
+        mask_ratio: float,
+        blr: float | None,
+        lr: float | None,
+        batch_size: int,
+        weight_decay: float,
+        betas: list[float],
+        warmup_epochs: float,
+        min_lr: float,
+        max_nonfinite_skips: int,
         warmup_steps: int | None = None,
-        lr: float | None = None,
+        compile: bool = False,
         val_mask_seed: int = 0,
         step_seed: bool = True,
-        max_nonfinite_skips: int = 0,
     ):
         super().__init__()
-        model_kwargs = to_plain(model_kwargs)
-        betas = list(to_plain(betas))
+        betas = list(betas)
         self.save_hyperparameters()
         self.lr, self._lr_from_blr = resolve_lr(lr, None if lr is not None else blr, batch_size)
-        self._set_model(create_model(model_name, **(model_kwargs or {})), compile)
+        self._set_model(create_model(model_name, **model_kwargs), compile)
         units = math.prod(self.model.mask_spatial_shape)
         kept = int(units * (1 - mask_ratio))
         if not 0 <= mask_ratio < 1 or kept < 1:
@@ -86,23 +75,23 @@ class MAEPretrainModule(TrainingModule):
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         return self.model(images, self.hparams.mask_ratio, mask=mask)
 
-    def training_step(self, batch, batch_idx: int):
-        if batch[0].shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
+    def training_step(self, batch: Batch, batch_idx: int):
+        if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
             return self._unreadable_batch()
-        images = batch[0]
+        images = batch.images
         loss = self.model(images, self.hparams.mask_ratio)[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
         self._log_lr()
         return loss
 
-    def _eval_step(self, batch, batch_idx: int, stage: str, dataloader_idx: int = 0):
-        images = batch[0]
-        if images.dim() == 6:  # video multi-view batch [B, V, C, T, H, W]: every view is a sample
-            images = images.flatten(0, 1)
+    def _eval_step(self, batch: Batch, batch_idx: int, stage: str, dataloader_idx: int = 0):
+        # video multi-view batch: every view [B, V, C, T, H, W] is a sample
+        images = batch.views.flatten(0, 1) if batch.views is not None else batch.images
         if images.shape[0] == 0:
             return None
-        seed = self.hparams.val_mask_seed + 1_000_003 * dataloader_idx + batch_idx
-        mask = fixed_mask(self.model, images, self.hparams.mask_ratio, seed)
+        seed = derive_seed(self.hparams.val_mask_seed, dataloader_idx, batch_idx)
+        g = torch.Generator(device=images.device).manual_seed(seed)
+        mask = self.model.get_random_mask(images, self.hparams.mask_ratio, generator=g)
         loss = self.model(images, self.hparams.mask_ratio, mask=mask)[0]
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=images.shape[0])
         return loss
