@@ -25,9 +25,20 @@ def init_tag(pretrained: str | None) -> str:
     return Path(str(pretrained)).stem.replace("=", "-")
 
 
+def model_name(size: str, input: str, kind: str) -> str:
+    """``${hiera_name:SIZE,INPUT,KIND}``: the registry model for a size, the data's input (image or
+    video) and the task's kind of model (``mae`` or ``classifier``)."""
+    from abswin.models import hiera_name
+
+    if kind not in ("mae", "classifier"):
+        raise ValueError(f"model kind {kind!r}: must be mae or classifier")
+    return hiera_name(size, input, mae=kind == "mae")
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("init_tag"):
-        OmegaConf.register_new_resolver("init_tag", init_tag)
+    for name, resolver in (("init_tag", init_tag), ("hiera_name", model_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 # settings that must be whole numbers: at least 1, or at least 0 for num_workers
@@ -71,18 +82,18 @@ def log_to_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _instantiate_logger(cfg: DictConfig, run_dir: Path):
+# keys of a data config that describe the data for the other groups and are not data-module arguments
+DATA_DESCRIPTION = ("name", "input")
+
+
+def build(node: DictConfig, exclude: tuple[str, ...] = (), **kwargs):
+    """The one place objects are built from the config: ``instantiate`` with every OmegaConf container
+    converted to plain dicts and lists, so that nothing below the entry points sees OmegaConf."""
     from hydra.utils import instantiate
 
-    if not cfg.get("logger") or "_target_" not in cfg.logger:
-        return False
-    kwargs = {}
-    if cfg.logger._target_.endswith("WandbLogger"):
-        from abswin.training import configure_wandb_env, wandb_run_id
-
-        configure_wandb_env()
-        kwargs["id"] = wandb_run_id(run_dir)
-    return instantiate(cfg.logger, **kwargs)
+    if exclude:  # resolved first: the kept keys may point at the dropped ones or at the root
+        node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in exclude}
+    return instantiate(node, _convert_="all", **kwargs)
 
 
 def rank_command():
@@ -164,8 +175,6 @@ def last_checkpoint_note(run_dir: Path) -> str:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit (pretrain or finetune) as configured; returns the final metrics (also in results.json)."""
     import lightning.pytorch as pl
-    from hydra.utils import instantiate
-
     from lightning.pytorch.utilities import rank_zero_only
 
     import abswin
@@ -191,19 +200,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
             check_resume_file(ckpt_path)
         pl.seed_everything(cfg.seed, workers=True)
 
-        datamodule = instantiate(cfg.data.datamodule)
+        datamodule = build(cfg.data, exclude=DATA_DESCRIPTION)
         module_kwargs = {}
         if "num_classes" in cfg.module and cfg.module.num_classes is None:
             module_kwargs["num_classes"] = datamodule.num_classes
-        module = instantiate(cfg.module, **module_kwargs)
+        module = build(cfg.module, **module_kwargs)
 
         pretrained = cfg.get("pretrained")
         if pretrained and ckpt_path is None:  # a resumed run already holds its weights
             report = abswin.load_checkpoint(module.model, pretrained)
             log.info("initialised from %s:\n%s", pretrained, report)
 
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-        trainer = instantiate(cfg.trainer, logger=_instantiate_logger(cfg, run_dir), callbacks=callbacks)
+        callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+        logger = build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
+        trainer = build(cfg.trainer, logger=logger, callbacks=callbacks)
         # the data checks that need the trainer (the batch split, the splits' indexes and probes) run
         # now, before the loggers create their folders: Lightning's own setup call finds them done
         datamodule.trainer = trainer
@@ -291,3 +301,17 @@ def main(cfg: DictConfig, metric: str) -> float | None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def config_arguments(config_name: str, key: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The arguments (``_target_`` included) that a run of the shipped config ``config_name``
+    (``train`` or ``finetune``) builds ``key`` (``module``, ``data``) from, as plain Python: for
+    building an object outside an entry point (tests, benchmarks, notebooks) with the recipe's
+    numbers rather than copies of them."""
+    from hydra import compose, initialize_config_module
+
+    register_resolvers()
+    with initialize_config_module("abswin.conf", version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    node = OmegaConf.to_container(cfg[key], resolve=True)
+    return {k: v for k, v in node.items() if not (key == "data" and k in DATA_DESCRIPTION)}

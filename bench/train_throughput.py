@@ -19,7 +19,9 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from abswin.batch import Batch
 from abswin.optim import param_groups_lrd
+from abswin.launch import config_arguments
 from abswin.training import FinetuneModule, MAEPretrainModule
 from abswin.training.finetune import soft_target_cross_entropy
 
@@ -34,7 +36,7 @@ class Batches(Dataset):
         return self.steps
 
     def __getitem__(self, i):
-        return self.batches[i % len(self.batches)]
+        return Batch(*self.batches[i % len(self.batches)])  # (images, labels) as the modules read them
 
 
 class StepTimer(pl.Callback):
@@ -53,11 +55,14 @@ class StepTimer(pl.Callback):
 
 
 def make_module(task: str, args):
-    name = f"{'mae_' if task == 'pretrain' else ''}hiera_{args.model}_224"
-    kw = dict(model_name=name, model_kwargs={"img_size": args.img_size}, batch_size=args.batch_size, warmup_epochs=0)
+    """The shipped recipe's module (train.yaml / finetune.yaml) for this size and batch."""
+    config = "train" if task == "pretrain" else "finetune"
+    kw = config_arguments(config, "module", [f"model.size={args.model}", f"data.img_size={args.img_size}",
+                                             f"data.batch_size={args.batch_size}", "module.warmup_epochs=0"])
+    del kw["_target_"]
     if task == "pretrain":
         return MAEPretrainModule(**kw)
-    return FinetuneModule(num_classes=10, lr=1e-3, **kw)
+    return FinetuneModule(**dict(kw, num_classes=10))
 
 
 def lightning_steps(task, batches, args) -> list[float]:

@@ -36,17 +36,17 @@ IMAGE_STEPS_PER_EPOCH = 6  # 3 classes x 16 training images, global batch 8
 VIDEO_STEPS_PER_EPOCH = 2  # 8 training videos, global batch 4
 
 
-def write_image_folder(root: Path) -> Path:
-    """An ImageNet-style folder of real JPEGs: 3 colour-coded classes, 16 train + 4 val images
-    each, 48x40 px."""
+def write_image_folder(root: Path, train_per_class: int = 16, size: tuple[int, int] = (40, 48)) -> Path:
+    """An ImageNet-style folder of real JPEGs: 3 colour-coded classes, ``train_per_class`` train + 4
+    val images each, ``size`` (height, width) px."""
     rng = np.random.default_rng(0)
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    for split, n in (("train", 16), ("val", 4)):
+    for split, n in (("train", train_per_class), ("val", 4)):
         for c, colour in enumerate(colours):
             d = root / split / f"class{c}"
             d.mkdir(parents=True)
             for i in range(n):
-                noise = rng.integers(-40, 40, (40, 48, 3))
+                noise = rng.integers(-40, 40, (*size, 3))
                 img = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i}.JPEG", quality=90)
     return root

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
-
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from abswin.launch import register_resolvers
+from abswin.launch import DATA_DESCRIPTION, build, register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "abswin" / "conf"
 register_resolvers()
 
 
 def _names(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
+    """The options of a config group (model/hiera.yaml is what the size aliases share, not an option)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default" and p.stem != "hiera")
 
 
 def _compose(config: str, overrides: list[str], run_dir: Path):
@@ -87,12 +87,12 @@ def test_table14_values_reach_the_config(tmp_path):
     assert mae.module.model_kwargs.num_frames == 16 and mae.data.repeated_sampling == 4
 
 
-def test_video_data_configs_instantiate(tmp_path):
+def test_video_data_configs_build(tmp_path):
     (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 3\n")
     (tmp_path / "val.csv").write_text("c.mp4 1\n")
     for data, num_classes in (("video", 4), ("k400", 400)):  # from the train split, or the data set's
         cfg = _compose("finetune", [f"data={data}", f"data.root={tmp_path}"], tmp_path)
-        dm = instantiate(cfg.data.datamodule)
+        dm = build(cfg.data, exclude=DATA_DESCRIPTION)
         assert type(dm).__name__ == "VideoDataModule" and dm.num_classes == num_classes
         assert (dm.num_frames, dm.sampling_rate, dm.repeated_sampling) == (16, 4, 2)
         assert cfg.module.model_name == "hiera_atto_16x224"
@@ -106,12 +106,12 @@ def test_every_model_size_instantiates(config, model, tmp_path):
     cfg = _compose(config, [f"model={model}"], tmp_path)
     kwargs = {"num_classes": 10} if config == "finetune" else {}
     if model == "hiera_atto":  # really built, with its mixup/cutmix
-        module = instantiate(cfg.module, **kwargs)
+        module = build(cfg.module, **kwargs)
     else:
         if config == "finetune":  # torch.distributions (mixup) cannot live on 'meta'
             kwargs.update(mixup=0.0, cutmix=0.0)
         with torch.device("meta"):  # full-size models without allocating their weights
-            module = instantiate(cfg.module, **kwargs)
+            module = build(cfg.module, **kwargs)
     assert module.model.input_size == (64, 64)
 
 
@@ -121,7 +121,7 @@ def test_every_trainer_instantiates(trainer, tmp_path, monkeypatch):
     cfg = _compose("finetune", [f"trainer={trainer}"], tmp_path)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 1
-    t = instantiate(cfg.trainer, logger=False, callbacks=[])
+    t = build(cfg.trainer, logger=False, callbacks=[])
     assert t.max_epochs == cfg.trainer.max_epochs
     if trainer == "multinode":
         assert cfg.trainer.num_nodes == 2
@@ -131,20 +131,17 @@ def test_every_trainer_instantiates(trainer, tmp_path, monkeypatch):
 def test_every_logger_instantiates(logger, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    from abswin.launch import _instantiate_logger
-
     cfg = _compose("finetune", [f"logger={logger}"], tmp_path)
-    lg = _instantiate_logger(cfg, tmp_path)
     if logger == "none":
-        assert lg is False
+        assert "_target_" not in cfg.logger
     else:
-        assert lg.save_dir == str(tmp_path)
+        assert build(cfg.logger).save_dir == str(tmp_path)
 
 
 @pytest.mark.parametrize("config", ["train", "finetune"])
 def test_every_callback_instantiates(config, tmp_path):
     cfg = _compose(config, [], tmp_path)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    callbacks = [build(c) for c in cfg.callbacks.values()]
     names = {type(c).__name__ for c in callbacks}
     assert {"RunCheckpoint", "PreemptionCheckpoint", "WindowSimilarityLogger", "PosEmbedImageLogger"} <= names
     assert ("MAEReconstructionLogger" in names) == (config == "train")
@@ -156,7 +153,7 @@ def test_every_callback_instantiates(config, tmp_path):
     (["callbacks.last.every_n_minutes=30"], ("_train_time_interval", timedelta(minutes=30))),
 ])
 def test_checkpoint_interval_is_one_override(override, interval, tmp_path):
-    last = instantiate(_compose("train", override, tmp_path).callbacks.last)
+    last = build(_compose("train", override, tmp_path).callbacks.last)
     assert getattr(last, interval[0]) == interval[1]
     others = {"_every_n_epochs": 0, "_every_n_train_steps": 0, "_train_time_interval": None}
     others.pop(interval[0])
@@ -166,7 +163,7 @@ def test_checkpoint_interval_is_one_override(override, interval, tmp_path):
 def test_two_checkpoint_intervals_are_one_clear_error(tmp_path):
     cfg = _compose("train", ["callbacks.last.every_n_train_steps=10", "callbacks.last.every_n_epochs=2"], tmp_path)
     with pytest.raises(Exception, match="one interval, got every_n_epochs=2 and every_n_train_steps=10"):
-        instantiate(cfg.callbacks.last)
+        build(cfg.callbacks.last)
 
 
 def test_slurm_launcher_composes(tmp_path):
@@ -174,3 +171,50 @@ def test_slurm_launcher_composes(tmp_path):
         cfg = compose("finetune", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.nodes == 4 and cfg.hydra.launcher.gpus_per_node == 8
+
+
+# ------------------------------------------------------------------------------ one home per number
+def _constructor_parameters(target: str) -> dict[str, inspect.Parameter]:
+    """The named arguments of a class, following ``**settings`` up to the base classes that take them."""
+    module, _, name = target.rpartition(".")
+    params: dict[str, inspect.Parameter] = {}
+    for cls in getattr(__import__(module, fromlist=[name]), name).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        own = inspect.signature(cls.__init__).parameters
+        params.update({k: p for k, p in own.items() if k not in params and p.kind is not p.VAR_KEYWORD})
+        if not any(p.kind is p.VAR_KEYWORD for p in own.values()):
+            break
+    return params
+
+
+@pytest.mark.parametrize("config,data", [("train", "demo"), ("finetune", "demo"), ("train", "video_demo"),
+                                         ("finetune", "imagefolder"), ("finetune", "k400")])
+def test_the_yaml_is_the_only_home_of_what_it_sets(config, data, tmp_path):
+    """Every module and data setting the YAML gives is a constructor argument WITHOUT a default: the
+    number lives once, in conf/ (a default that the YAML repeats would be a second home)."""
+    cfg = _compose(config, [f"data={data}"], tmp_path)
+    for node, skip in ((cfg.module, ()), (cfg.data, DATA_DESCRIPTION)):
+        params = _constructor_parameters(node._target_)
+        for key in node:
+            if key == "_target_" or key in skip:
+                continue
+            assert key in params, f"{node._target_} has no argument {key}"
+            assert params[key].default is inspect.Parameter.empty, f"{node._target_}({key}=...) repeats the YAML"
+
+
+def test_model_aliases_state_only_their_size(tmp_path):
+    """One model config (model/hiera.yaml) parameterised by size: an alias changes nothing else."""
+    shared = _compose("finetune", ["model=hiera_atto"], tmp_path).model
+    for alias in _names("model"):
+        model = _compose("finetune", [f"model={alias}"], tmp_path).model
+        differs = {k for k in model if model[k] != shared[k]}
+        assert differs <= {"name", "size"}, (alias, differs)
+        assert model.name == alias
+
+
+def test_the_model_follows_from_size_input_and_task(tmp_path):
+    assert _compose("train", ["model=hiera_b"], tmp_path).module.model_name == "mae_hiera_base_224"
+    assert _compose("finetune", ["model=hiera_b", "data=video"], tmp_path).module.model_name == "hiera_base_16x224"
+    with pytest.raises(Exception, match="model size 'small' has no video Hiera"):
+        OmegaConf.to_container(_compose("finetune", ["model=hiera_s", "data=video"], tmp_path).module, resolve=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from PIL import Image
 
 import abswin
 from abswin.launch import register_resolvers, run
+from launching import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -35,18 +35,7 @@ FAST = [
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory) -> Path:
     """A tiny ImageNet-style folder of real JPEGs (3 classes, colour-coded)."""
-    root = tmp_path_factory.mktemp("images")
-    g = torch.Generator().manual_seed(0)
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    for split, n in (("train", 12), ("val", 4)):
-        for c, colour in enumerate(colours):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-40, 40, (72, 80, 3), generator=g)
-                img = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(img).save(d / f"{i}.JPEG", quality=90)
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("images"), train_per_class=12, size=(72, 80))
 
 
 def _cfg(config: str, run_dir: Path, overrides: list[str]):

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from abswin.batch import Batch  # noqa: E402
 from abswin.training import (  # noqa: E402
     AtomicCheckpointIO,
     FinetuneModule,
@@ -28,10 +29,11 @@ from abswin.training import (  # noqa: E402
     WarmupCosine,
     WindowSimilarityLogger,
     configure_wandb_env,
+    get_or_create_run_id,
     make_wandb_logger,
     read_run_id,
-    wandb_run_id,
 )
+from modules import pretrain_module, finetune_module  # noqa: E402
 
 IMG = 64
 NUM_CLASSES = 10
@@ -46,6 +48,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def tiny_collate(items: list) -> Batch:
+    """``(image, label)`` pairs to the :class:`~abswin.batch.Batch` the modules read."""
+    return Batch(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
 
 
 class TinyData(pl.LightningDataModule):
@@ -70,10 +77,11 @@ class TinyData(pl.LightningDataModule):
         self.batch_size = batch_size
 
     def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, drop_last=True,
+                          collate_fn=tiny_collate)
 
     def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
+        return DataLoader(self.val_set, batch_size=self.batch_size, collate_fn=tiny_collate)
 
     def test_dataloader(self):
         return self.val_dataloader()
@@ -106,7 +114,7 @@ def finetune(**kw) -> FinetuneModule:
     args = dict(model_name="hiera_atto_224", model_kwargs=dict(MODEL_KW), num_classes=NUM_CLASSES,
                 blr=1e-3, batch_size=4, warmup_epochs=0)
     args.update(kw)
-    return FinetuneModule(**args)
+    return finetune_module(**args)
 
 
 def read_csv_metrics(logger: CSVLogger) -> dict[str, list[float]]:
@@ -131,7 +139,7 @@ def test_warmup_cosine_schedule():
 # ---------------------------------------------------------------------------------------- MAE
 def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
     pl.seed_everything(0, workers=True)
-    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW), blr=2e-3, batch_size=4, warmup_epochs=1)
+    module = pretrain_module("mae_hiera_atto_224", dict(MODEL_KW), blr=2e-3, batch_size=4, warmup_epochs=1)
     lr = 2e-3 * 4 / 256
     rec = Recorder()
     logger = CSVLogger(str(tmp_path), name="mae")
@@ -162,12 +170,14 @@ def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_val_loss_uses_a_fixed_mask():
     torch.manual_seed(0)
-    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW)).eval()
-    batch = (torch.randn(2, 3, IMG, IMG), torch.zeros(2, dtype=torch.long))
+    module = pretrain_module("mae_hiera_atto_224", dict(MODEL_KW)).eval()
+    batch = Batch(torch.randn(2, 3, IMG, IMG), torch.zeros(2, dtype=torch.long))
+    state = torch.get_rng_state()
     with torch.no_grad():
         a = module._eval_step(batch, 0, "val")
         b = module._eval_step(batch, 0, "val")
     assert torch.equal(a, b)
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator: training draws are unchanged
 
 
 def test_mae_reconstruction_image_undoes_patch_normalisation():
@@ -196,7 +206,7 @@ def test_mae_reconstruction_image_undoes_patch_normalisation():
 
 def test_mae_overfits_one_batch(tmp_path):
     pl.seed_everything(0, workers=True)
-    module = MAEPretrainModule("mae_hiera_atto_224", dict(MODEL_KW), mask_ratio=0.6, lr=2e-3,
+    module = pretrain_module("mae_hiera_atto_224", dict(MODEL_KW), mask_ratio=0.6, lr=2e-3,
                                warmup_steps=0, min_lr=2e-3, weight_decay=0.0)
     rec = Recorder()
     trainer(tmp_path, max_steps=30, limit_val_batches=0, callbacks=[rec]).fit(
@@ -276,10 +286,14 @@ def test_compile_keeps_checkpoint_keys():
     assert all(k.startswith("model.") and "_orig_mod" not in k for k in module.state_dict())
 
 
-def test_hyperparameters_from_omegaconf_are_plain():
+def test_modules_built_from_the_config_see_plain_python():
+    """``abswin.launch.build`` is the one place OmegaConf becomes plain Python: a module built from a
+    config node stores plain dicts and lists in its hyperparameters (checkpoints load weights_only)."""
     omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.create({"model_kwargs": dict(MODEL_KW), "betas": [0.9, 0.99]})
-    module = finetune(model_kwargs=cfg.model_kwargs, betas=cfg.betas)
+    from abswin.launch import build, config_arguments
+
+    args = dict(config_arguments("finetune", "module"), model_kwargs=dict(MODEL_KW), num_classes=NUM_CLASSES)
+    module = build(omegaconf.OmegaConf.create(args))
     assert type(module.hparams.model_kwargs) is dict and type(module.hparams.betas) is list
 
 
@@ -386,14 +400,14 @@ def test_wandb_offline_run_and_run_id_reuse(tmp_path, monkeypatch):
     assert list((tmp_path / "plots").glob("pos_embed_channels_*.png"))  # the trainer's default_root_dir
     # a restart in the same run directory continues the same W&B run
     assert make_wandb_logger(run_dir, project="abswin-test").version == run_id
-    assert wandb_run_id(run_dir) == run_id
+    assert get_or_create_run_id(run_dir) == run_id
 
 
 def test_a_batch_of_only_unreadable_images_is_skipped():
     """The loader turns a batch whose images were all corrupt into an empty batch: no step."""
-    empty = (torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
-    ft = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
-    mae = MAEPretrainModule("mae_hiera_atto_224", {"img_size": 64}, batch_size=4)
+    empty = Batch(torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
+    ft = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
+    mae = pretrain_module("mae_hiera_atto_224", {"img_size": 64}, batch_size=4)
     assert ft.training_step(empty, 0) is None and ft.validation_step(empty, 0) is None
     assert mae.training_step(empty, 0) is None and mae.validation_step(empty, 0) is None
 
@@ -403,8 +417,8 @@ def test_an_unreadable_batch_under_ddp_still_joins_the_gradient_all_reduce():
     with nothing to train on contributes a zero gradient to every parameter instead."""
     from types import SimpleNamespace
 
-    empty = (torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
-    ft = FinetuneModule("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
+    empty = Batch(torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.int64))
+    ft = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4)
     ft._trainer = SimpleNamespace(world_size=2, global_rank=1)
     loss = ft.training_step(empty, 0)
     loss.backward()

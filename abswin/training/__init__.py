@@ -5,7 +5,7 @@ is a constructor argument, so Hydra can instantiate them with ``_target_``.
 """
 
 from .base import NonFiniteError
-from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, ThroughputMonitor, WindowSimilarityLogger
+from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, WindowSimilarityLogger
 from .checkpoint_io import AtomicCheckpointIO
 from .ddp import DDPStrategy, DistributedFailure
 from .finetune import FinetuneModule
@@ -18,7 +18,6 @@ from .wandb_utils import (
     get_or_create_run_id,
     make_wandb_logger,
     read_run_id,
-    wandb_run_id,
     write_run_id,
 )
 
@@ -34,7 +33,6 @@ __all__ = [
     "Preempted",
     "PreemptionCheckpoint",
     "RunCheckpoint",
-    "ThroughputMonitor",
     "WarmupCosine",
     "WindowSimilarityLogger",
     "build_lr_scheduler",
@@ -43,6 +41,5 @@ __all__ = [
     "make_wandb_logger",
     "read_run_id",
     "schedule_steps",
-    "wandb_run_id",
     "write_run_id",
 ]

@@ -24,7 +24,6 @@ __all__ = [
     "write_run_id",
     "new_run_id",
     "get_or_create_run_id",
-    "wandb_run_id",
     "make_wandb_logger",
 ]
 
@@ -91,21 +90,17 @@ def get_or_create_run_id(run_dir: str | os.PathLike) -> str | None:
     return run_id
 
 
-wandb_run_id = get_or_create_run_id  # short name used by abswin.launch
-
-
 def make_wandb_logger(run_dir: str | os.PathLike, project: str | None = None, name: str | None = None,
                       **kwargs: Any):
     """A ``WandbLogger`` writing under ``run_dir`` whose run id persists in ``run_dir``, so
     that restarting the job in the same directory continues the same W&B run."""
     from lightning.pytorch.loggers import WandbLogger
 
-    mode = configure_wandb_env()
+    configure_wandb_env()  # the mode goes through WANDB_MODE, which wandb.init reads
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = kwargs.pop("id", None) or get_or_create_run_id(run_dir)
     if run_id is not None and read_run_id(run_dir) != run_id and _global_rank() == 0:
         write_run_id(run_dir, run_id)
-    kwargs.setdefault("offline", mode in ("offline", "dryrun"))
     kwargs.setdefault("resume", "allow")
     return WandbLogger(save_dir=str(run_dir), project=project, name=name, id=run_id, **kwargs)
