@@ -30,12 +30,12 @@ RUN apt-get update \
 WORKDIR /workspace/abswin
 
 # dependencies first, so code changes do not reinstall torch
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN if [ "$TORCH_FLAVOUR" = "pypi" ]; then index=""; \
     else index="--index-url https://download.pytorch.org/whl/${TORCH_FLAVOUR}"; fi \
- && pip install $index torch==2.14.1 torchvision==0.29.1 \
+ && pip install $index -c constraints.txt torch torchvision \
  && mkdir -p abswin && touch abswin/__init__.py \
- && pip install -e '.[test]' \
+ && pip install -c constraints.txt -e '.[test]' \
  && rm -rf abswin
 
 COPY . .

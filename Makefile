@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (both idempotent):
-#   make test   create .venv if missing, install the project with its test extras, run pytest
+#   make test   create .venv if missing, install the project with its test extras (exact versions:
+#               constraints.txt), run pytest
 #   make demo   same set-up, then the main job on the bundled demo data
 #   make demo-video  the same on the bundled video clips
 PYTHON ?= python3
@@ -13,10 +14,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# re-install only when the project's requirements change
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[test]'
+# re-install only when the project's requirements change; constraints.txt holds the exact versions
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -41,12 +41,17 @@ def test_build_args_are_declared_after_from_and_used():
     assert '"$WITH_INFINIBAND" = "1"' in runs and "libibverbs1" in runs
 
 
-def test_torch_pins_match_makefile_and_pyproject():
-    runs = " ".join(rest for word, rest in dockerfile() if word == "RUN")
-    docker = pins(runs)
-    assert set(docker) == {"torch", "torchvision"}
-    assert docker == pins((ROOT / "Makefile").read_text())
-    assert docker == pins((ROOT / "pyproject.toml").read_text())
+def test_every_install_goes_through_the_constraints_file():
+    """One home for exact versions: constraints.txt pins torch and torchvision; the Dockerfile and the
+    Makefile install through it, and the library itself pins neither."""
+    constraints = pins((ROOT / "constraints.txt").read_text())
+    assert constraints == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    runs = [rest for word, rest in dockerfile() if word == "RUN" and "pip install" in rest]
+    makefile = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line
+                and ("torch" in line or "-e " in line)]
+    for command in (*runs, *makefile):
+        assert "-c constraints.txt" in command and not pins(command), command
+    assert not pins((ROOT / "pyproject.toml").read_text())
 
 
 def test_copied_files_exist():
