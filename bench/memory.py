@@ -44,158 +44,22 @@ profiler's op names during one step (flash / efficient / cudnn / math). bf16 on 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import abswin  # noqa: E402
+# the bench modules: Python puts the script's folder (bench/) on sys.path
+from common import busy_cpu_seconds, table, wait_until_quiet  # noqa: E402
+from memory_case import run_case  # noqa: E402
 
-MIB = 2**20
 BUSY = 0.05  # share of the CPUs other processes may use while a case is timed
-ATTENTION_OPS = {  # substring of an aten op name -> the SDPA backend it belongs to
-    "_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
-    "_scaled_dot_product_flash_attention": "flash",
-    "_scaled_dot_product_efficient_attention": "efficient",
-    "_scaled_dot_product_cudnn_attention": "cudnn",
-    "_scaled_dot_product_attention_math": "math",
-}
-
-
-# ---------------------------------------------------------------------------------- one case (subprocess)
-def rss_kib(field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_rss_peak() -> bool:
-    """Give freed heap pages back and reset the resident high-water mark; False where impossible."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except (OSError, AttributeError):  # not glibc, or no /proc
-        return False
-
-
-def make_step(model, x, y, dtype: torch.dtype, optimizer):
-    """One training step. Gradients are set to None after it, so that every step allocates them
-    afresh, as a training step does."""
-    def step():
-        with torch.autocast(x.device.type, dtype=dtype) if dtype != torch.float32 else nullcontext():
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        if optimizer is not None:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            model.zero_grad(set_to_none=True)
-
-    return step
-
-
-def attention_backend(step) -> str:
-    """Which SDPA backend one step dispatches to, from the profiler's op names (CPU-side events
-    only: the op names say it, and no CUDA tracing is started)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        step()
-    found = set()
-    for name in {e.name for e in prof.events()}:
-        for op, backend in ATTENTION_OPS.items():  # the most specific name first
-            if op in name:
-                found.add(backend)
-                break
-    return ", ".join(sorted(found)) or "explicit matmuls (no SDPA call)"
-
-
-def measure_cpu(step, warmup: int) -> tuple[int, int, str]:
-    """(bytes resident before the step, peak bytes during it, how) for one step on the CPU."""
-    if reset_rss_peak():
-        for _ in range(warmup):
-            step()
-        reset_rss_peak()
-        before = rss_kib("VmRSS") * 1024
-        step()
-        return before, rss_kib("VmHWM") * 1024, "VmHWM - VmRSS, high-water mark reset before the step"
-    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
-    step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
-    return before, after, "ru_maxrss growth over the first step (no warm-up)"
-
-
-def measure_cuda(step, warmup: int, device: torch.device) -> tuple[int, int, str]:
-    """(bytes allocated before the step, peak bytes allocated during it, how)."""
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    step()
-    torch.cuda.synchronize(device)
-    return before, torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
-
-
-def run_case(spec: dict) -> dict:
-    """Build the model of ``spec``; then, by ``spec["phase"]``, measure one step's memory or time steps."""
-    device = torch.device(spec["device"])
-    cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if spec["dtype"] == "bf16" else torch.float32
-    kwargs = {"img_size": spec["size"], "grad_ckpt": spec["grad_ckpt"]}
-    if spec["frames"] is not None:
-        kwargs["num_frames"] = spec["frames"]
-    torch.manual_seed(0)
-    model = abswin.create_model(spec["model"], **kwargs).to(device).train()
-    x = torch.randn(spec["batch"], model.in_chans, *model.input_size, device=device)
-    y = torch.randint(0, model.num_classes, (spec["batch"],), device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if spec["adamw"] else None
-    step = make_step(model, x, y, dtype, optimizer)
-
-    def timed():
-        if cuda:
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t
-
-    out = {}
-    try:
-        if spec["phase"] == "memory":
-            if cuda:
-                before, peak, out["method"] = measure_cuda(step, spec["warmup"], device)
-            else:
-                before, peak, out["method"] = measure_cpu(step, spec["warmup"])
-            out["held_mib"] = before / MIB
-            out["step_mib"] = (peak - before) / MIB
-            out["peak_mib"] = peak / MIB
-        else:
-            for _ in range(spec["warmup"]):
-                step()
-            out["ms_per_step"] = statistics.median(timed() for _ in range(spec["steps"])) * 1e3
-            if spec["find_attention"]:
-                out["attention"] = attention_backend(step)
-    except torch.OutOfMemoryError:
-        out["error"] = "out of memory"
-    return out
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -254,16 +118,6 @@ def plan(args) -> list[dict]:
     return cases
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes have used so far (Linux ``/proc/stat``; None elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
-
 def children_cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -285,18 +139,6 @@ def run_in_subprocess(spec: dict, env: dict | None = None) -> tuple[dict, float 
     return json.loads(r.stdout.strip().splitlines()[-1]), others
 
 
-def wait_until_quiet(limit_s: float) -> None:
-    """Sleep until other processes leave the CPUs idle for 5 s (at most ``limit_s``)."""
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        busy0, t0 = busy_cpu_seconds(), time.perf_counter()
-        if busy0 is None:
-            return
-        time.sleep(5)
-        if (busy_cpu_seconds() - busy0) / ((time.perf_counter() - t0) * (os.cpu_count() or 1)) < BUSY:
-            return
-
-
 def run(spec: dict, retries: int = 0) -> dict:
     """A case: its memory in one fresh process, its time in another.
 
@@ -312,7 +154,7 @@ def run(spec: dict, retries: int = 0) -> dict:
         timing, others = run_in_subprocess({**spec, "phase": "time"})
         if others is None or others < BUSY or attempt == retries:
             break
-        wait_until_quiet(300)
+        wait_until_quiet(300, BUSY)
     case = {**spec, **memory, **timing, "others_cpu": others, "time_attempts": attempt + 1}
     if "error" in memory or "error" in timing:
         case["error"] = memory.get("error") or timing.get("error")
@@ -351,20 +193,17 @@ def print_tables(header: str, cases: list[dict], pairs: list[dict], scaling: lis
         if "error" in c:
             print(f"  {label(c)}, grad_ckpt={c['grad_ckpt']}: {c['error']}")
     print(f"\nmemory of one training step ({cases[0].get('method', '?')}):")
-    w = max([len(p["case"]) for p in pairs] + [4])
-    print(f"{'case':<{w}}  {'step MiB':>9}  {'+ckpt MiB':>9}  {'ckpt/no':>7}  {'peak MiB':>9}  {'+ckpt peak':>10}  "
-          f"{'ckpt time/no':>12}")
-    for p in pairs:
-        ratio = f"{p['memory_ratio']:.2f}" if p["memory_ratio"] is not None else "-"
-        print(f"{p['case']:<{w}}  {p['step_mib']:>9.0f}  {p['step_mib_grad_ckpt']:>9.0f}  {ratio:>7}  "
-              f"{p['peak_mib']:>9.0f}  {p['peak_mib_grad_ckpt']:>10.0f}  {p['time_ratio']:>12.2f}")
+    table(["case", "step MiB", "+ckpt MiB", "ckpt/no", "peak MiB", "+ckpt peak", "ckpt time/no"],
+          [[p["case"], f"{p['step_mib']:.0f}", f"{p['step_mib_grad_ckpt']:.0f}",
+            f"{p['memory_ratio']:.2f}" if p["memory_ratio"] is not None else "-", f"{p['peak_mib']:.0f}",
+            f"{p['peak_mib_grad_ckpt']:.0f}", f"{p['time_ratio']:.2f}"] for p in pairs],
+          widths=[0, 9, 9, 7, 9, 10, 12])
     print(f"\nstep time without grad_ckpt (median); 'vs {smallest}': time per sample relative to a "
           f"{smallest} px image:")
-    w = max([len(s["case"]) for s in scaling] + [4])
-    print(f"{'case':<{w}}  {'ms/step':>8}  {'ms/sample':>9}  {f'vs {smallest}':>7}")
-    for s in scaling:
-        rel = f"{s['time_vs_smallest']:.2f}" if s["time_vs_smallest"] is not None else "-"
-        print(f"{s['case']:<{w}}  {s['ms_per_step']:>8.0f}  {s['per_sample_ms']:>9.0f}  {rel:>7}")
+    table(["case", "ms/step", "ms/sample", f"vs {smallest}"],
+          [[s["case"], f"{s['ms_per_step']:.0f}", f"{s['per_sample_ms']:.0f}",
+            f"{s['time_vs_smallest']:.2f}" if s["time_vs_smallest"] is not None else "-"] for s in scaling],
+          widths=[0, 8, 9, 7])
     busy = max((c["others_cpu"] or 0 for c in cases), default=0)
     if busy >= BUSY:
         print(f"\nwarning: other processes used up to {busy:.0%} of the CPUs during a case: its time is too high "

@@ -32,12 +32,13 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import abswin  # noqa: E402
+# bench/common.py: Python puts the script's folder (bench/) on sys.path
+from common import classifier_step, table, table_lines, timed  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -95,40 +96,17 @@ def make_inputs(ours: nn.Module, case: str, batch: int, device: torch.device, ma
 
 def make_step(model: nn.Module, fwd: nn.Module, case: str, inputs: dict, dtype: torch.dtype, device: torch.device):
     """``fwd`` is the module to call (``model`` or its compiled wrapper)."""
-    def amp():
-        return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-
     if case == "cls":
-        x, y = inputs["x"], inputs["y"]
+        return classifier_step(model, inputs["x"], inputs["y"], dtype, fwd=fwd)
+    x, mask = inputs["x"], inputs["mask"]
 
-        def step():
-            with amp():
-                loss = F.cross_entropy(fwd(x).float(), y)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-    else:
-        x, mask = inputs["x"], inputs["mask"]
-
-        def step():
-            with amp():
-                loss = fwd(x, mask=mask)[0]
-            loss.float().backward()
-            model.zero_grad(set_to_none=True)
+    def step():
+        with torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext():
+            loss = fwd(x, mask=mask)[0]
+        loss.float().backward()
+        model.zero_grad(set_to_none=True)
 
     return step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step, device: torch.device) -> float:
-    sync(device)
-    t = time.perf_counter()
-    step()
-    sync(device)
-    return time.perf_counter() - t
 
 
 def interleaved(steps: dict, warmup: int, iters: int, device: torch.device) -> dict[str, float]:
@@ -259,23 +237,24 @@ def main(argv=None) -> None:
 
     w = max(len(r[0]) for r in rows)
     print()
-    print(f"{'case':<{w}}  {'ours ms/step':>12}  {'official ms/step':>16}  {'ours/official':>13}  "
-          f"{'ours img/s':>10}  {'official img/s':>14}  {'spread':>6}")
-    for label, to, tf, ratio, io, iff, spread in rows:
+    lines = table_lines(["case", "ours ms/step", "official ms/step", "ours/official", "ours img/s", "official img/s",
+                         "spread"],
+                        [[label, f"{to * 1e3:.1f}", f"{tf * 1e3:.1f}", f"{ratio:.3f}", f"{io:.2f}", f"{iff:.2f}",
+                          f"{spread:.2f}"] for label, to, tf, ratio, io, iff, spread in rows],
+                        widths=[w, 12, 16, 13, 10, 14, 6])
+    print(lines[0])
+    for line, (label, _, _, ratio, *_) in zip(lines[1:], rows):
         flag = "" if ratio <= (0.8 if label.endswith("compiled") else 1.0) else "  <- above target"
-        print(f"{label:<{w}}  {to * 1e3:>12.1f}  {tf * 1e3:>16.1f}  {ratio:>13.3f}  {io:>10.2f}  {iff:>14.2f}"
-              f"  {spread:>6.2f}{flag}")
+        print(line + flag)
     print("target: ours/official <= 1.0 eager, <= 0.8 compiled; spread = slowest/fastest timed round "
           "(well above ~1.1 means a busy machine: rerun that case)")
     if flop_rows:
         print()
         print(f"matmul peak: {peak_n}x{peak_n} mm, best of {peak_reps}; FLOPs of one step counted once (fp32, ours)")
-        print(f"{'case':<{w}}  {'GFLOP/step':>10}  {'achieved TFLOP/s':>16}  {'official TFLOP/s':>16}  "
-              f"{'peak TFLOP/s':>12}  {'share':>6}")
-        for label, flops, ao, af, dname in flop_rows:
-            pk = peaks[dname]
-            print(f"{label:<{w}}  {flops / 1e9:>10.1f}  {ao / 1e12:>16.3f}  {af / 1e12:>16.3f}  "
-                  f"{pk / 1e12:>12.3f}  {ao / pk:>6.1%}")
+        table(["case", "GFLOP/step", "achieved TFLOP/s", "official TFLOP/s", "peak TFLOP/s", "share"],
+              [[label, f"{flops / 1e9:.1f}", f"{ao / 1e12:.3f}", f"{af / 1e12:.3f}", f"{peaks[dname] / 1e12:.3f}",
+                f"{ao / peaks[dname]:.1%}"] for label, flops, ao, af, dname in flop_rows],
+              widths=[w, 10, 16, 16, 12, 6])
 
 
 if __name__ == "__main__":
