@@ -218,3 +218,44 @@ def test_the_model_follows_from_size_input_and_task(tmp_path):
     assert _compose("finetune", ["model=hiera_b", "data=video"], tmp_path).module.model_name == "hiera_base_16x224"
     with pytest.raises(Exception, match="model size 'small' has no video Hiera"):
         OmegaConf.to_container(_compose("finetune", ["model=hiera_s", "data=video"], tmp_path).module, resolve=True)
+
+
+def _own_settings(path: Path, prefix: str = "") -> dict:
+    """The leaf settings a YAML file writes itself (not its defaults list), as dotted keys."""
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    node.pop("defaults", None)
+    node.pop("hydra", None)
+    out = {}
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else k)
+        else:
+            out[key] = value
+    walk(node, prefix)
+    return out
+
+
+def _parent_overrides(path: Path, group: str) -> list[str] | None:
+    """How to compose what a config builds on: its parent option and its group overrides."""
+    defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])
+    parents = [d for d in defaults if isinstance(d, str) and d != "_self_"]
+    overrides = [f"{k.split()[-1].strip('/')}={v}" for d in defaults if isinstance(d, dict) for k, v in d.items()]
+    return ([f"{group}={parents[0]}"] if parents else []) + overrides
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "experiment").glob("*.yaml")) + sorted((CONF / "data").glob("*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_config_states_only_what_differs_from_what_it_builds_on(path, tmp_path):
+    """No setting restates the value it would have anyway: a second home for the same number."""
+    group = path.parent.name
+    config = "finetune" if group == "data" else _task_of(path.stem)
+    overrides = _parent_overrides(path, group)
+    if group == "data" and not overrides:
+        pytest.skip("a root data config: nothing to build on")
+    base = _compose(config, overrides, tmp_path)
+    prefix = "" if group == "experiment" else "data"
+    same = [key for key, value in _own_settings(path, prefix).items()
+            if OmegaConf.select(base, key, default="<unset>") == value and not str(value).startswith("${")]
+    assert not same, f"{path.name} restates {same} (already so in {overrides or 'the defaults'})"
