@@ -18,7 +18,12 @@ every sample once.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import random
+import select
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -36,7 +41,7 @@ __all__ = [
     "make_loader",
     "sample_rng",
     "split_key",
-    "seed_worker",
+    "start_worker",
     "split_global_batch",
 ]
 
@@ -135,12 +140,42 @@ class ResumableSampler(Sampler[SampleKey]):
         return self.batches_per_epoch * self.batch_size
 
 
-def seed_worker(worker_id: int) -> None:
+def start_worker(worker_id: int, training_pid: int | None = None) -> None:
     """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
-    its generator, so the whole pipeline follows ``seed``/``seed_everything``)."""
+    its generator, so the whole pipeline follows ``seed``/``seed_everything``), and end the worker
+    when the training process ends (see :func:`exit_with`)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    if training_pid is not None:
+        exit_with(training_pid)
+
+
+def exit_with(pid: int) -> None:
+    """End this process when process ``pid`` ends, however it ends. A worker started by a forkserver
+    is the forkserver's child, and torch's watchdog only watches that parent; the forkserver in turn
+    lives while any of its children holds its pipe, so after the training process is gone the two
+    would wait on each other forever, each worker holding its memory."""
+    def watch() -> None:
+        try:
+            with os.fdopen(os.pidfd_open(pid), "rb") as handle:  # readable once the process has ended
+                select.select([handle], [], [])
+        except (AttributeError, OSError):  # no pidfd (old kernel) or already gone: poll
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
@@ -173,6 +208,7 @@ def make_loader(dataset, batch_size: int, collate, num_workers: int, pin_memory:
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
         pin_memory=pin_memory and torch.cuda.is_available(),
-        persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=seed_worker,
+        persistent_workers=persistent_workers and num_workers > 0,
+        worker_init_fn=functools.partial(start_worker, training_pid=os.getpid()),
         multiprocessing_context="forkserver" if num_workers > 0 else None,
     )
