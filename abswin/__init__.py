@@ -2,6 +2,8 @@
 
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint
 from .models import Hiera, MaskedAutoencoderHiera, absolute_to_abswin, create_model, list_models, window_similarity
+from .pretrained import (PretrainedError, PretrainedWeights, fetch_pretrained, get_pretrained, list_pretrained,
+                         register_pretrained)
 
 __version__ = "0.1.0"
 
@@ -10,9 +12,15 @@ __all__ = [
     "Hiera",
     "LoadReport",
     "MaskedAutoencoderHiera",
+    "PretrainedError",
+    "PretrainedWeights",
     "absolute_to_abswin",
     "create_model",
+    "fetch_pretrained",
+    "get_pretrained",
     "list_models",
+    "list_pretrained",
     "load_checkpoint",
+    "register_pretrained",
     "window_similarity",
 ]

@@ -22,6 +22,10 @@ def init_tag(pretrained: str | None) -> str:
     """Short name of the initialisation for run names: 'scratch' or the checkpoint's stem."""
     if not pretrained:
         return "scratch"
+    from abswin.pretrained import list_pretrained
+
+    if str(pretrained) in list_pretrained():  # a published name, whole: its tag tells the trainings apart
+        return str(pretrained)
     return Path(str(pretrained)).stem.replace("=", "-")
 
 
@@ -70,6 +74,40 @@ def check_resume_file(path: str) -> None:
     check_finite(obj["state_dict"], path)
 
 
+def named_weights(cfg: DictConfig):
+    """The entry of ``abswin.list_pretrained()`` that ``pretrained=`` names (None for a file),
+    checked to hold the model this run builds: else one line saying which ``model=`` does."""
+    from abswin.pretrained import PretrainedError, lookup
+
+    weights = lookup(cfg.pretrained) if cfg.get("pretrained") else None
+    if weights is None or weights.fits(cfg.module.model_name):
+        return weights
+    use = model_overrides(weights, cfg.data.input)
+    raise PretrainedError(f"pretrained={weights.name} holds {weights.model} ({weights.input}, size {weights.size}) "
+                          f"but this run builds {cfg.module.model_name}: use {use}")
+
+
+def model_overrides(weights, data_input: str) -> str:
+    """The overrides that build a named checkpoint's model: the ``model=`` config of its size, its
+    input's data, and for timm's variants the registry model and its global embedding."""
+    from importlib.resources import files
+
+    from abswin.models import hiera_name
+    from abswin.models.registry import model_args
+
+    sizes = {p.name.removesuffix(".yaml"): OmegaConf.create(p.read_text()).get("size")
+             for p in (files("abswin.conf") / "model").iterdir() if p.name.endswith(".yaml")}
+    configs = [f"model={name}" for name, size in sorted(sizes.items()) if size == weights.size]
+    overrides = configs[:1] or [f"model.size={weights.size}"]
+    if weights.model.removeprefix("mae_") != hiera_name(weights.size, weights.input):  # timm's abs-win variants
+        grid = model_args(weights.model)[1]["global_pos_size"]
+        overrides += [f"module.model_name={weights.model}", f"model.global_pos_size=[{grid[0]},{grid[1]}]"]
+    if weights.input != data_input:
+        overrides.append("and video data (data=k400, data=video)" if weights.input == "video" else
+                         "and image data (data=in1k, data=imagefolder)")
+    return " ".join(overrides)
+
+
 def log_to_file(run_dir: Path) -> logging.Handler:
     """Log into ``<run_dir>/<job name>.log`` from here on (only once the run is accepted: a refused
     start must leave the directory as it was)."""
@@ -111,12 +149,15 @@ def rank_command():
     return lambda local_rank: [*argv, f"hydra.job.name={hc.job.name}_rank{local_rank}"]
 
 
-def fit_and_close(trainer, module, datamodule, ckpt_path: str | None) -> None:
-    """``trainer.fit``; then the W&B run is closed (the next job of a sweep runs in this same
-    process), and after an error the progress bars too (else they redraw at exit, after the
-    one-line message)."""
+def fit_and_close(trainer, module, datamodule, ckpt_path: str | None, stage: str = "fit") -> None:
+    """``trainer.fit`` (or ``trainer.validate`` for ``stage="validate"``); then the W&B run is closed
+    (the next job of a sweep runs in this same process), and after an error the progress bars too
+    (else they redraw at exit, after the one-line message)."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if stage == "validate":
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        else:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except BaseException:
         close_progress_bars(trainer)
         raise
@@ -137,8 +178,14 @@ def close_progress_bars(trainer) -> None:
 
 
 def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
-    """``trainer.fit``, with a failed collective as one :class:`DistributedFailure` line and
-    Lightning's SIGTERM stop (before our handler is in place) as :class:`Preempted`."""
+    """``trainer.fit`` under :func:`guarded`."""
+    guarded(trainer, lambda: fit_and_close(trainer, module, datamodule, ckpt_path))
+
+
+def guarded(trainer, call) -> None:
+    """Run ``call`` (``trainer.fit`` or ``trainer.validate``): under DDP the other ranks start with
+    this Hydra job's overrides; a failed collective ends as one :class:`DistributedFailure` line
+    and Lightning's SIGTERM stop (before our handler is in place) as :class:`Preempted`."""
     import signal
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -150,7 +197,7 @@ def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
     if isinstance(strategy, DDPStrategy):
         strategy.rank_command = rank_command()
     try:
-        fit_and_close(trainer, module, datamodule, ckpt_path)
+        call()
     except SIGTERMException:
         raise Preempted(signal.SIGTERM, trainer.global_step, None, False) from None
     except Exception as e:
@@ -187,6 +234,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("require_pretrained") and not cfg.get("pretrained"):
         raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
     check_whole_numbers(cfg)
+    weights = named_weights(cfg)  # a published name: known and fitting the model, before anything starts
     run_dir = Path(cfg.paths.run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     job_id = scheduler_job_id()
@@ -198,6 +246,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = claim.ckpt_path
         if ckpt_path is not None and Path(ckpt_path) != run_dir / "checkpoints" / "last.ckpt":
             check_resume_file(ckpt_path)
+        pretrained = cfg.get("pretrained")
+        if weights is not None and ckpt_path is None:  # downloaded once into the cache, checksum verified
+            pretrained = str(abswin.fetch_pretrained(weights.name))
         pl.seed_everything(cfg.seed, workers=True)
 
         datamodule = build(cfg.data, exclude=DATA_DESCRIPTION)
@@ -206,14 +257,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             module_kwargs["num_classes"] = datamodule.num_classes
         module = build(cfg.module, **module_kwargs)
 
-        pretrained = cfg.get("pretrained")
         if pretrained and ckpt_path is None:  # a resumed run already holds its weights
             report = abswin.load_checkpoint(module.model, pretrained)
-            log.info("initialised from %s:\n%s", pretrained, report)
+            source = cfg.pretrained if weights is None else f"{weights.name} ({pretrained})"
+            log.info("initialised from %s:\n%s", source, report)
 
         callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         logger = build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
         trainer = build(cfg.trainer, logger=logger, callbacks=callbacks)
+        for each in trainer.loggers:  # the whole composed config beside the module's hyperparameters
+            each.log_hyperparams({"config": config})
         # the data checks that need the trainer (the batch split, the splits' indexes and probes) run
         # now, before the loggers create their folders: Lightning's own setup call finds them done
         datamodule.trainer = trainer
@@ -273,8 +326,9 @@ def entry_point(hydra_main) -> None:
         sys.exit(2)
 
 
-def main(cfg: DictConfig, metric: str) -> float | None:
-    """Entry-point body: bad input ends the run with one line on stderr, not a traceback
+def main(cfg: DictConfig, metric: str, job=None) -> float | None:
+    """Entry-point body around ``job`` (:func:`run`, or :func:`abswin.evaluate.evaluate`): bad input
+    ends the run with one line on stderr, not a traceback
     (set ``ABSWIN_DEBUG=1`` for the full traceback), exit status 2. A failed collective: one line,
     status 1. Stopped by a signal after saving: one line, status 128 + the signal's number."""
     from hydra.errors import InstantiationException
@@ -283,7 +337,7 @@ def main(cfg: DictConfig, metric: str) -> float | None:
     from abswin.training import DistributedFailure, NonFiniteError, Preempted
 
     try:
-        return run(cfg).get(metric)
+        return (job or run)(cfg).get(metric)
     except RunFinished as e:
         print(f"finished: {e}", file=sys.stderr)
         return None

@@ -90,6 +90,18 @@ def test_resume_continues_the_same_run(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=0, rtol=0, msg=k)
 
 
+def test_every_logger_gets_the_whole_composed_config(tmp_path):
+    """Not just the module's hyperparameters: data, trainer, run name, seed (W&B's config panel)."""
+    import yaml
+
+    run_dir = tmp_path / "cfg"
+    run(_cfg("finetune", run_dir, ["logger=csv", "trainer.max_steps=1"]))
+    (hparams,) = run_dir.glob("csv/*/hparams.yaml")
+    logged = yaml.safe_load(hparams.read_text())["config"]
+    assert logged["run_name"] and logged["data"]["num_workers"] == 0 and logged["trainer"]["max_steps"] == 1
+    assert logged["module"]["_target_"] == "abswin.training.FinetuneModule"
+
+
 def test_wandb_offline_writes_its_run_and_resumes_it(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

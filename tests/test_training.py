@@ -363,9 +363,10 @@ def test_atomic_checkpoint_io(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------- W&B
-def test_configure_wandb_env(monkeypatch):
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE"):
+def test_configure_wandb_env(monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE", "NETRC", "WANDB_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no credentials
     assert configure_wandb_env() == "offline"
     assert os.environ["WANDB_MODE"] == "offline"
     assert os.environ["WANDB_SILENT"] == "true" and os.environ["WANDB_CONSOLE"] == "off"
@@ -375,6 +376,19 @@ def test_configure_wandb_env(monkeypatch):
     assert env["WANDB_CONSOLE"] == "wrap"  # set ones are kept
     env = {"WANDB_MODE": "disabled"}
     assert configure_wandb_env(env) == "disabled"
+
+
+def test_a_wandb_login_is_honoured(tmp_path):
+    """`wandb login` writes the key into ~/.netrc: such a run goes online; WANDB_MODE still wins."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    env = {"HOME": str(tmp_path)}
+    assert configure_wandb_env(env) == "online" and "WANDB_MODE" not in env
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "offline"}
+    assert configure_wandb_env(env) == "offline"
+    env = {"HOME": str(tmp_path), "WANDB_BASE_URL": "https://wandb.example.org"}  # a login for another host
+    assert configure_wandb_env(env) == "offline"
 
 
 def test_wandb_offline_run_and_run_id_reuse(tmp_path, monkeypatch):

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from .architecture import Architecture, read_architecture
 from .errors import CheckpointError
 from .formats import KEY_MAPPINGS, describe, detect_format, find_weights, lightning_extras, match_model_kind
 from .reading import check_finite, read_checkpoint
 from .report import LoadReport, shape_of
 from .resize_pos_embed import Fitting, file_antialias, fit_position_embeddings
 
-__all__ = ["CheckpointError", "LoadReport", "check_finite", "load_checkpoint", "read_checkpoint"]
+__all__ = ["Architecture", "CheckpointError", "LoadReport", "check_finite", "load_checkpoint", "read_architecture",
+           "read_checkpoint"]
 
 logger = logging.getLogger("abswin")
 

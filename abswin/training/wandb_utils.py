@@ -33,16 +33,29 @@ RUN_ID_FILENAME = "wandb_run_id.txt"
 def configure_wandb_env(environ: MutableMapping[str, str] | None = None) -> str:
     """Set W&B environment defaults (only variables that are unset) and return the mode.
 
-    ``WANDB_MODE=offline`` when neither ``WANDB_API_KEY`` nor ``WANDB_MODE`` is set (a
-    ``wandb login`` in ``~/.netrc`` is not looked at: set ``WANDB_MODE=online`` to use it);
-    ``WANDB_SILENT=true``, ``WANDB_CONSOLE=off``.
+    Online when there are credentials (``WANDB_API_KEY``, or a ``wandb login`` in ``~/.netrc`` /
+    ``$NETRC``), unless ``WANDB_MODE`` says otherwise; ``WANDB_MODE=offline`` when there are none,
+    so that a run never prompts or blocks. ``WANDB_SILENT=true``, ``WANDB_CONSOLE=off``.
     """
     env = os.environ if environ is None else environ
-    if not env.get("WANDB_API_KEY") and not env.get("WANDB_MODE"):
+    if not env.get("WANDB_API_KEY") and not env.get("WANDB_MODE") and not has_wandb_login(env):
         env["WANDB_MODE"] = "offline"
     env.setdefault("WANDB_SILENT", "true")
     env.setdefault("WANDB_CONSOLE", "off")
     return env.get("WANDB_MODE", "online")
+
+
+def has_wandb_login(env: MutableMapping[str, str]) -> bool:
+    """Whether ``wandb login`` stored credentials for the W&B host in the netrc file."""
+    import netrc
+
+    host = env.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
+    path = env.get("NETRC") or os.path.join(env.get("HOME", os.path.expanduser("~")), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
 
 
 def run_id_file(run_dir: str | os.PathLike) -> Path:

@@ -1,0 +1,59 @@
+"""What network a checkpoint holds, read from its tensors (and, for ours, its hyperparameters):
+enough to build the model it fits before loading it (``eval.py`` evaluates a file at any size
+without being told how it was trained)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .formats import KEY_MAPPINGS, MAE_ONLY_PREFIXES, detect_format, find_weights
+from .reading import read_checkpoint
+
+__all__ = ["Architecture", "read_architecture"]
+
+
+@dataclass
+class Architecture:
+    format: str                              # official / timm / abswin / lightning
+    video: bool
+    mae: bool
+    pos_embed: str                           # "abswin" or "absolute": how it resizes
+    global_pos_size: tuple[int, int] | None  # abs-win global embedding grid (None: window only)
+    window_pos_embed: bool
+    num_classes: int                         # rows of the classifier head; 0: no head
+    model_name: str | None = None            # ours: the registry model it was trained as
+    model_kwargs: dict = field(default_factory=dict)  # ours: the options it was built with
+
+    def model_options(self) -> dict:
+        """``create_model`` options that make a model this checkpoint loads into as trained (its
+        position-embedding mode and shapes; ours also the rest of what it was built with)."""
+        options = dict(self.model_kwargs)
+        options.update(pos_embed=self.pos_embed, window_pos_embed=self.window_pos_embed)
+        if self.pos_embed == "abswin":
+            options["global_pos_size"] = list(self.global_pos_size) if self.global_pos_size else None
+        return options
+
+
+def read_architecture(path: str | Path) -> Architecture:
+    """The architecture of an official, timm or abswin checkpoint file."""
+    checkpoint = read_checkpoint(path)
+    weights, container = find_weights(checkpoint, path)
+    fmt = detect_format(checkpoint, container, weights)
+    sd = KEY_MAPPINGS[fmt](weights)
+    patch = sd.get("patch_embed.proj.weight")
+    global_embed = sd.get("pos_embed_global")
+    head = sd.get("head.projection.weight")
+    hparams = checkpoint.get("hyper_parameters") if fmt == "lightning" else None
+    hparams = hparams if isinstance(hparams, dict) else {}
+    return Architecture(
+        format=fmt,
+        video="pos_embed_temporal" in sd or (patch is not None and patch.dim() == 5),
+        mae=any(k.startswith(MAE_ONLY_PREFIXES) for k in sd),
+        pos_embed="abswin" if "pos_embed_window" in sd or global_embed is not None else "absolute",
+        global_pos_size=tuple(global_embed.shape[-2:]) if global_embed is not None else None,
+        window_pos_embed="pos_embed_window" in sd,
+        num_classes=int(head.shape[0]) if head is not None else 0,
+        model_name=hparams.get("model_name"),
+        model_kwargs=dict(hparams.get("model_kwargs") or {}),
+    )

@@ -1,0 +1,97 @@
+"""eval.py as users launch it: the numbers finetune.py logged, a table over sizes, DDP counting every
+sample once, official-format absolute checkpoints resized naively, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import abswin
+from launching import PYTHON, ROOT, TRAINER_ARGS, clean_env, write_image_folder
+
+DATA = ["data=imagefolder", "data.img_size=64", "data.batch_size=8", "data.num_workers=0",
+        "trainer.enable_progress_bar=false"]
+
+
+def _launch(script: str, args: list[str], output_root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, str(ROOT / script), *args], cwd=ROOT, env=clean_env(output_root),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory) -> dict:
+    """A classifier finetuned for one epoch by finetune.py, and what it logged."""
+    out = tmp_path_factory.mktemp("runs")
+    root = write_image_folder(tmp_path_factory.mktemp("images"), train_per_class=8)
+    r = _launch("finetune.py", [*DATA, f"data.root={root}", "trainer.max_epochs=1", "run_name=ft"], out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((out / "finetune" / "ft" / "results.json").read_text())
+    return {"root": root, "out": out, "ckpt": out / "finetune" / "ft" / "checkpoints" / "last.ckpt",
+            "metrics": results["metrics"]}
+
+
+def _row(out: Path, run: subprocess.CompletedProcess) -> dict:
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(p.read_text())["row"] for p in out.glob("eval/**/results.json")]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_eval_gives_the_numbers_finetune_logged(finetuned, tmp_path):
+    r = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={finetuned['ckpt']}"], tmp_path)
+    row, logged = _row(tmp_path, r), finetuned["metrics"]
+    assert row["samples"] == logged["val/samples"] == 12 and row["missing"] == 0
+    assert row["top1"] == pytest.approx(100 * logged["val/acc1"], abs=1e-6)
+    assert row["top5"] == pytest.approx(100 * logged["val/acc5"], abs=1e-6)
+    assert "| checkpoint | img_size |" in r.stdout
+
+
+def test_eval_under_ddp_counts_every_sample_once(finetuned, tmp_path):
+    r = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={finetuned['ckpt']}",
+                            *TRAINER_ARGS["lightning"]], tmp_path)
+    row = _row(tmp_path, r)
+    assert row["samples"] == 12
+    assert row["top1"] == pytest.approx(100 * finetuned["metrics"]["val/acc1"], abs=1e-4)
+
+
+def test_a_sweep_over_sizes_gives_one_table(finetuned, tmp_path):
+    r = _launch("eval.py", ["-m", *DATA, f"data.root={finetuned['root']}", f"pretrained={finetuned['ckpt']}",
+                            "data.img_size=64,96"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (table,) = tmp_path.glob("eval/sweep-*/table.md")
+    lines = table.read_text().splitlines()
+    assert len(lines) == 4 and lines[2].split("|")[2].strip() == "64" and lines[3].split("|")[2].strip() == "96"
+    assert (table.parent / "table.csv").read_text().count("\n") == 3
+
+
+def test_an_official_absolute_checkpoint_is_built_absolute_and_resized_naively(finetuned, tmp_path):
+    """A file in the official format (absolute embedding, 3 classes) at another size: the model is
+    built absolute (not converted to abs-win), and the embedding is interpolated to the new grid."""
+    model = abswin.create_model("hiera_atto_224", pos_embed="absolute", num_classes=3, img_size=96)
+    path = tmp_path / "official.pth"
+    torch.save({"model_state": model.state_dict()}, path)
+    r = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={path}"], tmp_path)
+    row = _row(tmp_path, r)
+    assert row["samples"] == 12 and row["img_size"] == 64
+    log = r.stdout + r.stderr
+    assert "(image classifier, absolute position embedding)" in log and "converted to abs-win" not in log
+
+
+@pytest.mark.parametrize("case", ["mae", "classes"])
+def test_checkpoints_that_cannot_be_evaluated_are_one_line_errors(case, finetuned, tmp_path):
+    if case == "mae":
+        model = abswin.create_model("mae_hiera_atto_224", img_size=64)
+        expected = "has no classifier head (an MAE checkpoint)"
+    else:
+        model = abswin.create_model("hiera_atto_224", num_classes=7, img_size=64)
+        expected = "predicts 7 classes but data=imagefolder has 3"
+    path = tmp_path / f"{case}.pth"
+    torch.save({"model_state": model.state_dict()}, path)
+    r = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={path}"], tmp_path)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
