@@ -369,3 +369,55 @@ def test_a_mid_epoch_resume_gives_the_rest_of_the_epoch_unchanged(folder):
     for a, b in zip(got, expected[2:]):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert torch.equal(a.missing, b.missing)
+
+
+# ---------------------------------------------------------------------------- data.train_fraction
+@pytest.fixture
+def unbalanced(tmp_path: Path) -> Path:
+    """root/{train,val}/{a,b,c}: 40, 20 and 3 training images (tiny PNGs), 2 validation images each."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "unbalanced"
+    for split, counts in (("train", {"a": 40, "b": 20, "c": 3}), ("val", {"a": 2, "b": 2, "c": 2})):
+        for c, n in counts.items():
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                _save(root / split / c / f"{i:02d}.png", rng, size=(8, 8), fmt="PNG")
+    return root
+
+
+def _train_files(root, **kw) -> tuple[list[bytes], list[int], int]:
+    dm = _dm(root, **kw)
+    dm.setup("fit")
+    return list(dm.train_set.paths), dm.train_set.labels.tolist(), len(dm.val_set)
+
+
+def test_train_fraction_is_a_stratified_subset_of_the_training_split(unbalanced):
+    all_paths, all_labels, all_val = _train_files(unbalanced, train_fraction=1.0)
+    assert len(all_paths) == 63
+    paths, labels, val = _train_files(unbalanced, train_fraction=0.1)
+    assert [labels.count(k) for k in range(3)] == [4, 2, 1]  # round(0.1 * n) per class, at least one
+    assert set(paths) <= set(all_paths) and len(set(paths)) == len(paths)
+    assert paths == sorted(paths, key=all_paths.index)  # kept in the split's order
+    assert val == all_val == 6  # validation untouched
+    paths_half, labels_half, _ = _train_files(unbalanced, train_fraction=0.5)
+    assert [labels_half.count(k) for k in range(3)] == [20, 10, 2]
+
+
+def test_train_fraction_subset_follows_the_seed_only(unbalanced):
+    """The same files for a seed in every process (every rank and resume picks the same subset before
+    sharding; sharding then splits it), other files for another seed."""
+    a = _train_files(unbalanced, train_fraction=0.25, seed=3)[0]
+    assert a == _train_files(unbalanced, train_fraction=0.25, seed=3)[0]
+    assert a != _train_files(unbalanced, train_fraction=0.25, seed=4)[0]
+    dm = _dm(unbalanced, train_fraction=0.25, seed=3, batch_size=4)
+    dm.trainer = SimpleNamespace(world_size=2, accumulate_grad_batches=1, global_rank=1)
+    dm.setup("fit")
+    assert list(dm.train_set.paths) == a  # the subset does not depend on the rank
+    assert len(dm.train_dataloader()) == len(a) // 4
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.01, 2, float("nan")])
+def test_train_fraction_outside_0_1_is_a_one_line_error(unbalanced, bad):
+    with pytest.raises(ValueError, match=r"data\.train_fraction must be in \(0, 1\], got ") as exc:
+        _dm(unbalanced, train_fraction=bad)
+    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..seeding import derive_seed
 from .files import FileDataset, check_readable
 from .loading import ResumableSampler, ShardSampler, check_full_batch, make_loader, split_global_batch
 from .transforms import mode_train_transform, randaug_settings
@@ -31,6 +33,7 @@ log = logging.getLogger("abswin.data")
 __all__ = ["MODES", "ShardedDataModule"]
 
 MODES = ("finetune", "pretrain")
+TRAIN_SUBSET_TAG = 0x7F2AC710  # derive_seed(seed, TRAIN_SUBSET_TAG): the train_fraction subset's stream
 
 
 def mode_scale(scale: Sequence[float] | Mapping[str, Sequence[float]], mode: str) -> tuple[float, float]:
@@ -80,10 +83,12 @@ class ShardedDataModule(pl.LightningDataModule):
                  crop_pct: float, scale: Sequence[float] | Mapping[str, Sequence[float]], ratio: Sequence[float],
                  hflip: float, randaug_num_ops: int, randaug_magnitude: float, randaug_mstd: float | None,
                  randaug_op_prob: float, randaug_num_bins: int, random_erasing: float, class_index: str | None,
-                 num_classes: int | None, seed: int | None, *, train_split: str = "train",
+                 num_classes: int | None, seed: int | None, train_fraction: float, *, train_split: str = "train",
                  val_split: str | None = "val", test_split: str | None = None, pin_memory: bool = True,
                  persistent_workers: bool | None = None) -> None:
         super().__init__()
+        if not 0.0 < float(train_fraction) <= 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
         if mode not in MODES:
             raise ValueError(f"mode must be 'finetune' or 'pretrain', got {mode!r}")
         if root is None:
@@ -104,6 +109,7 @@ class ShardedDataModule(pl.LightningDataModule):
         self.random_erasing = float(random_erasing)
         self.class_index = class_index
         self.seed = seed
+        self.train_fraction = float(train_fraction)
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
@@ -170,8 +176,25 @@ class ShardedDataModule(pl.LightningDataModule):
     def _probed(self, split: str, train: bool) -> FileDataset:
         """The split's data set, after a probe that some of its files decode (:func:`check_readable`)."""
         dataset = self._dataset(split, train)
+        if train and self.train_fraction < 1.0:
+            self._keep_fraction(dataset)
         check_readable(dataset)
         return dataset
+
+    def _keep_fraction(self, dataset: FileDataset) -> None:
+        """Keep ``train_fraction`` of each class of the training split, in place (see the class doc);
+        the kept samples stay in their original order."""
+        seed = int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+        rng = np.random.default_rng(derive_seed(seed, TRAIN_SUBSET_TAG))
+        keep = []
+        for label in np.unique(dataset.labels):
+            members = np.flatnonzero(dataset.labels == label)
+            k = max(1, int(round(self.train_fraction * len(members))))
+            keep.append(rng.permutation(members)[:k])
+        keep = np.sort(np.concatenate(keep))
+        log.info("training on %d of %d %s samples (data.train_fraction=%g, stratified by class)", len(keep),
+                 len(dataset), self.train_split, self.train_fraction)
+        dataset.paths, dataset.labels = dataset.paths[keep], dataset.labels[keep]
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
