@@ -166,12 +166,13 @@ def test_k400_pretrain_then_finetune_at_more_frames_and_pixels(video_root, tmp_p
 
 
 def test_video_mae_reconstruction_picture_folds_the_target_layout():
-    """The picture's patches are the MAE's own video targets, and fold back to the middle frame."""
-    from abswin.training.callbacks import MAEReconstructionLogger, _picture
+    """The picture's patches are the MAE's own video targets, and fold back to the target's frames;
+    the callback's picture shows the middle one (one row per clip)."""
+    from abswin.analysis.reconstructions import frames_of
+    from abswin.training.callbacks import MAEReconstructionLogger
 
     mae = abswin.create_model("mae_hiera_atto_16x224", img_size=64, num_frames=8).eval()
     x = torch.randn(2, 3, 8, 64, 64)
-    frames = x[:, :, :: mae.patch_stride[0]]
-    torch.testing.assert_close(_picture(mae, mae.patchify(x)), frames[:, :, frames.shape[2] // 2])
+    torch.testing.assert_close(frames_of(mae, mae.patchify(x)), x[:, :, :: mae.patch_stride[0]])
     image = MAEReconstructionLogger(num_images=2).make_image(mae, x, 0.9)
-    assert image.dtype == torch.uint8 and image.shape[0] == 3 and image.shape[1] > 2 * 64
+    assert image.dtype == torch.uint8 and image.shape == (3, 2 * (64 + 2) + 2, 3 * (64 + 2) + 2)

@@ -1,9 +1,10 @@
 """Callbacks that watch the position embedding and MAE reconstructions during training.
 
-They need only ``pl_module.model`` (a :class:`~abswin.Hiera` or MAE model). Pictures go to
-every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer and are always saved as
-PNG under ``<default_root_dir>/plots/`` (CSV users get them too). Only global rank 0 makes
-them, so nothing here may call a collective (``trainer.log_dir`` is one).
+They need only ``pl_module.model`` (a :class:`~abswin.Hiera` or MAE model). The numbers and
+pictures are :mod:`abswin.analysis`'s, the same as ``python -m abswin.analyze`` and the notebooks
+make. Pictures go to every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer and are
+always saved as PNG under ``<default_root_dir>/plots/`` (CSV users get them too). Only global
+rank 0 makes them, so nothing here may call a collective (``trainer.log_dir`` is one).
 """
 
 from __future__ import annotations
@@ -13,33 +14,21 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torchvision.utils import make_grid
 
+from .. import analysis
+from ..analysis.reconstructions import IMAGENET_MEAN, IMAGENET_STD
 from ..batch import Batch
-from ..models import pos_embed as pe
 
 __all__ = [
     "WindowSimilarityLogger",
     "PosEmbedImageLogger",
     "MAEReconstructionLogger",
-    "spatial_window_similarity",
     "log_and_save_image",
 ]
 
 
 def _model(pl_module: pl.LightningModule) -> torch.nn.Module:
     return pl_module.model
-
-
-def spatial_window_similarity(model) -> float:
-    """The paper's window similarity (Fig. 4) of the model's spatial position embedding
-    (composed for abs-win; for video without the temporal part)."""
-    grid = list(model.tokens_spatial_shape[-2:])
-    with torch.no_grad():
-        pos = model.get_pos_embed(grid)  # 2-d shape: the spatial embedding only, [1, H*W, C]
-    return pe.window_similarity(pos, window=model.mask_unit_size[-2:], grid=grid)
 
 
 def _plots_dir(trainer: pl.Trainer) -> Path:
@@ -58,20 +47,7 @@ def log_and_save_image(trainer: pl.Trainer, key: str, image: torch.Tensor, capti
             kw = {"caption": [caption]} if caption else {}
             logger.log_image(key=key, images=[image.permute(1, 2, 0).numpy()], step=trainer.global_step, **kw)
     path = _plots_dir(trainer) / f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
-    return path
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _normalise_each(x: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each ``[h, w]`` map of ``[N, h, w]`` to [0, 1]."""
-    flat = x.flatten(1)
-    lo, hi = flat.min(1, keepdim=True)[0], flat.max(1, keepdim=True)[0]
-    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(x)
+    return analysis.save_png(image, path)
 
 
 class _EveryNEpochs(pl.Callback):
@@ -94,7 +70,7 @@ class WindowSimilarityLogger(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if self.log_at_start:
             try:
-                value = spatial_window_similarity(_model(pl_module))
+                value = analysis.spatial_window_similarity(_model(pl_module))
             except ValueError:  # grid of fewer than two windows
                 return
             for logger in trainer.loggers:
@@ -102,7 +78,7 @@ class WindowSimilarityLogger(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         try:
-            value = spatial_window_similarity(_model(pl_module))
+            value = analysis.spatial_window_similarity(_model(pl_module))
         except ValueError:  # grid of fewer than two windows
             return
         # the same value on every rank: sync_dist only keeps Lightning from warning
@@ -111,31 +87,19 @@ class WindowSimilarityLogger(pl.Callback):
 
 class PosEmbedImageLogger(_EveryNEpochs):
     """Every ``every_n_epochs`` epochs, a picture of the first ``num_channels`` channels of the
-    spatial position embedding at the model's token grid (each channel min-max scaled).
-    Rows: the composed embedding, and for abs-win also its tiled window part and its
-    interpolated global part. Tiles are enlarged ``scale`` times (nearest)."""
+    spatial position embedding at the model's token grid (each channel min-max scaled, the window
+    grid drawn over it; :func:`abswin.analysis.channels_picture`). Rows: the embedding, and for
+    abs-win also its tiled window part and its interpolated global part. Tokens are enlarged
+    ``scale`` times."""
 
     def __init__(self, every_n_epochs: int = 1, num_channels: int = 8, scale: int = 4):
         super().__init__(every_n_epochs)
         self.num_channels = num_channels
         self.scale = scale
 
-    @torch.no_grad()
     def make_image(self, model) -> torch.Tensor:
-        grid = list(model.tokens_spatial_shape[-2:])
-        h, w = grid
-        rows = [model.get_pos_embed(grid)[0].T.reshape(-1, h, w)]
-        if model.pos_embed_mode == "abswin":
-            if model.pos_embed_window is not None:
-                rows.append(pe.tile_window(model.pos_embed_window, grid)[0])
-            if model.pos_embed_global is not None:
-                rows.append(pe.resize_global(model.pos_embed_global, grid, model.global_pos_antialias)[0])
-        n = min(self.num_channels, rows[0].shape[0])
-        tiles = torch.cat([_normalise_each(r[:n].float()) for r in rows])[:, None]  # [rows*n, 1, h, w]
-        if self.scale > 1:
-            tiles = F.interpolate(tiles, scale_factor=self.scale, mode="nearest")
-        image = make_grid(tiles.cpu(), nrow=n, padding=2, pad_value=1.0)
-        return _to_uint8(image)
+        n = min(self.num_channels, analysis.num_channels(model))
+        return analysis.channels_picture(model, range(n), scale=self.scale)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._due(trainer) or not trainer.is_global_zero:
@@ -159,8 +123,8 @@ class MAEReconstructionLogger(_EveryNEpochs):
         num_images: int = 4,
         mask_ratio: float | None = None,
         seed: int = 0,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ):
         super().__init__(every_n_epochs)
         self.num_images = num_images
@@ -179,32 +143,16 @@ class MAEReconstructionLogger(_EveryNEpochs):
                     break
         return self._batch
 
-    @torch.no_grad()
     def make_image(self, model, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
-        x = images.to(next(model.parameters()).device, next(model.parameters()).dtype)
-        g = torch.Generator(device=x.device).manual_seed(self.seed)
-        latent, mask = model.forward_encoder(x, mask_ratio, model.get_random_mask(x, mask_ratio, generator=g))
-        pred, kept = model.forward_decoder(latent, mask)  # [B, L, C*p*p], [B, L] True = visible
-        patches = model.patchify(x).float()
-        pred = model.denormalize_pred(pred.float(), patches)
-        keep = kept[..., None].float()
-        recon = patches * keep + pred * (1 - keep)
-        masked = patches * keep
-
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        cols = [_picture(model, t) * std + mean for t in (patches, masked, recon)]
-        visible = _picture(model, keep.expand_as(patches))
-        cols[1] = cols[1] * visible + 0.5 * (1 - visible)
-        tiles = torch.stack(cols, dim=1).flatten(0, 1)  # per image: original, masked, recon
-        return _to_uint8(make_grid(tiles.cpu(), nrow=3, padding=2, pad_value=1.0))
+        """:func:`abswin.analysis.reconstruction_picture` with this logger's mask seed, mean and std."""
+        return analysis.reconstruction_picture(model, images, mask_ratio, self.seed, self.mean, self.std)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._due(trainer) or not trainer.is_global_zero:
             return
         model = _model(pl_module)
         images = self._fixed_batch(trainer)
-        if images is None or images.dim() not in (4, 5) or not hasattr(model, "forward_decoder"):
+        if images is None or images.dim() not in (4, 5) or not analysis.has_decoder(model):
             return
         ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.get("mask_ratio", 0.6)
         was_training = model.training
@@ -215,12 +163,6 @@ class MAEReconstructionLogger(_EveryNEpochs):
             model.train(was_training)
         log_and_save_image(trainer, "mae/reconstruction", image,
                            caption=f"epoch {trainer.current_epoch}: original | masked | reconstruction")
-
-
-def _picture(model, patches: torch.Tensor) -> torch.Tensor:
-    """MAE patches back to ``[B, C, H, W]``; for video the middle one of the target's frames."""
-    x = model.unpatchify(patches)
-    return x[:, :, x.shape[2] // 2] if x.dim() == 5 else x
 
 
 def _first_images(loaders, n: int) -> torch.Tensor | None:
