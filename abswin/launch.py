@@ -265,8 +265,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         logger = build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
         trainer = build(cfg.trainer, logger=logger, callbacks=callbacks)
-        for each in trainer.loggers:  # the whole composed config beside the module's hyperparameters
-            each.log_hyperparams({"config": config})
         # the data checks that need the trainer (the batch split, the splits' indexes and probes) run
         # now, before the loggers create their folders: Lightning's own setup call finds them done
         datamodule.trainer = trainer
@@ -274,6 +272,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         claim.accept(config, job_id)  # from here on the run directory is this run's
         handlers.append(log_to_file(run_dir))
+        for each in trainer.loggers:  # the whole composed config beside the module's hyperparameters
+            each.log_hyperparams({"config": config})
         try:
             fit(trainer, module, datamodule, ckpt_path)
         except NonFiniteError as e:
