@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .launch import DATA_DESCRIPTION, build, check_whole_numbers, fit_and_close, guarded
+from .launch import DATA_DESCRIPTION, build, build_logger, check_whole_numbers, fit_and_close, guarded
 
 log = logging.getLogger("abswin")
 
@@ -47,7 +47,6 @@ def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
 def classifier_arguments(cfg: DictConfig, path: Path, num_classes_in_data: int, published_model: str | None) -> dict:
     """The FinetuneModule arguments of the config, with the network the checkpoint holds."""
     from .checkpoint import read_architecture
-    from .models import hiera_name
 
     arch = read_architecture(path)
     if arch.num_classes == 0:
@@ -62,9 +61,7 @@ def classifier_arguments(cfg: DictConfig, path: Path, num_classes_in_data: int, 
         raise ValueError(f"pretrained={cfg.pretrained} predicts {arch.num_classes} classes but data={cfg.data.name} "
                          f"has {num_classes_in_data}")
     args = OmegaConf.to_container(cfg.module, resolve=True)
-    model_name = arch.model_name or published_model or args["model_name"]
-    if arch.model_name is None and published_model is None and cfg.data.input == "video":
-        model_name = hiera_name(cfg.model.size, "video")
+    model_name = arch.model_name or published_model or args["model_name"]  # the config's follows data.input
     kwargs = dict(args["model_kwargs"], **arch.model_options())
     kwargs.update(img_size=cfg.data.img_size, num_frames=OmegaConf.select(cfg, "data.num_frames"),
                   num_classes=arch.num_classes)
@@ -87,8 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     report = abswin.load_checkpoint(module.model, path, strict=True)
     log.info("evaluating %s:\n%s", path, report)
 
-    logger = build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
-    trainer = build(cfg.trainer, logger=logger, callbacks=[])
+    trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
     start = time.perf_counter()
     guarded(trainer, lambda: fit_and_close(trainer, module, datamodule, None, stage="validate"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}

@@ -124,6 +124,11 @@ def log_to_file(run_dir: Path) -> logging.Handler:
 DATA_DESCRIPTION = ("name", "input")
 
 
+def build_logger(cfg: DictConfig):
+    """The configured Lightning logger, or False for ``logger=none``."""
+    return build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
+
+
 def build(node: DictConfig, exclude: tuple[str, ...] = (), **kwargs):
     """The one place objects are built from the config: ``instantiate`` with every OmegaConf container
     converted to plain dicts and lists, so that nothing below the entry points sees OmegaConf."""
@@ -263,8 +268,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.info("initialised from %s:\n%s", source, report)
 
         callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-        logger = build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
-        trainer = build(cfg.trainer, logger=logger, callbacks=callbacks)
+        trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=callbacks)
         # the data checks that need the trainer (the batch split, the splits' indexes and probes) run
         # now, before the loggers create their folders: Lightning's own setup call finds them done
         datamodule.trainer = trainer
