@@ -69,6 +69,23 @@ def test_a_hung_rank_ends_the_run_with_one_error_line(data_roots, tmp_path):
     assert m and int(m.group(1)) >= step, f"last line of rank 0's stderr: {last!r}"
 
 
+@pytest.mark.parametrize("message,reason", [
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Timed out waiting 15000ms for recv operation",
+     "process-group timeout (15 s"),
+    ("Application timeout caused pair closure", "process-group timeout (15 s"),  # gloo, the op after a timeout
+    ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1234",
+     "closed its connection"),
+    ("NCCL communicator was aborted on rank 1", "a collective failed (NCCL communicator"),
+])
+def test_every_known_collective_error_becomes_one_line(message, reason):
+    from abswin.training.ddp import distributed_failure
+
+    failure = distributed_failure(RuntimeError(message), rank=0, step=7, timeout_s=15)
+    assert failure is not None and str(failure).startswith("rank 0 at step 7: ") and reason in str(failure)
+    assert "\n" not in str(failure)
+    assert distributed_failure(RuntimeError("CUDA out of memory"), 0, 7, 15) is None
+
+
 def test_sigterm_saves_last_checkpoint_and_exits_nonzero(data_roots, tmp_path):
     job = start("lightning", "train.py", images(data_roots), output_root=tmp_path, run_name=unique_name("term"))
     job.wait_for_ranks(2)

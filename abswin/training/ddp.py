@@ -44,15 +44,17 @@ class DistributedFailure(RuntimeError):
 def distributed_failure(error: BaseException, rank: int, step: int, timeout_s: float | None) -> DistributedFailure | None:
     """A one-line :class:`DistributedFailure` for an error raised by a collective, else None."""
     text = " ".join(str(error).split())
+    low = text.lower()
+    # gloo reports a peer's timeout as "Application timeout caused pair closure" (no "gloo" in it)
     is_dist = isinstance(error, torch.distributed.DistError) or (
-        isinstance(error, RuntimeError) and any(k in text for k in ("gloo", "Gloo", "NCCL", "Connection closed by peer",
-                                                                    "Connection reset by peer")))
+        isinstance(error, RuntimeError) and any(k in low for k in ("gloo", "nccl", "connection closed by peer",
+                                                                   "connection reset by peer", "pair closure")))
     if not is_dist:
         return None
-    if "Timed out" in text or "timed out" in text or "Timeout" in text:
+    if "timed out" in low or "timeout" in low:
         why = (f"a collective did not complete within the process-group timeout ({timeout_s:g} s, "
                f"trainer.strategy.timeout_s): another rank is stuck or gone")
-    elif "closed by peer" in text or "reset by peer" in text:
+    elif "closed by peer" in low or "reset by peer" in low:
         why = "another rank closed its connection (it died or was killed); see its log"
     else:
         why = f"a collective failed ({text[:200]})"
