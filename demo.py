@@ -64,6 +64,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, row in enumerate(rows):
@@ -73,6 +74,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
             ax.plot(epochs, acc, style, color=color, marker="o", markersize=3,
                     label=f"{row['label']}: {name}")
     ax.set_xlabel("finetuning epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation top-1 (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -108,14 +109,26 @@ def model_overrides(weights, data_input: str) -> str:
     return " ".join(overrides)
 
 
-def log_to_file(run_dir: Path) -> logging.Handler:
-    """Log into ``<run_dir>/<job name>.log`` from here on (only once the run is accepted: a refused
-    start must leave the directory as it was)."""
+def hold_log() -> logging.handlers.MemoryHandler:
+    """Hold this run's log records until its directory is accepted: the data checks log what they
+    find (a training subset, empty class folders, skipped files) before that, and the run's log
+    file must have them too (:func:`log_to_file` writes them first)."""
+    held = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+    logging.getLogger().addHandler(held)
+    return held
+
+
+def log_to_file(run_dir: Path, held: logging.handlers.MemoryHandler) -> logging.Handler:
+    """Log into ``<run_dir>/<job name>.log`` from here on, after the ``held`` records (only once the
+    run is accepted: a refused start must leave the directory as it was)."""
     from hydra.core.hydra_config import HydraConfig
 
     name = HydraConfig.get().job.name if HydraConfig.initialized() else "run"
     handler = logging.FileHandler(run_dir / f"{name}.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    held.setTarget(handler)
+    held.flush()
+    logging.getLogger().removeHandler(held)
     logging.getLogger().addHandler(handler)
     return handler
 
@@ -244,7 +257,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     job_id = scheduler_job_id()
     claim = run_directory.claim(run_dir, cfg.resume, config, job_id, getattr(rank_zero_only, "rank", 0))
-    handlers: list[logging.Handler] = []
+    handlers: list[logging.Handler] = [hold_log()]
     try:
         for note in claim.notes:
             log.warning(note)
@@ -275,7 +288,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         datamodule.setup("fit")
 
         claim.accept(config, job_id)  # from here on the run directory is this run's
-        handlers.append(log_to_file(run_dir))
+        handlers.append(log_to_file(run_dir, handlers[0]))
         for each in trainer.loggers:  # the whole composed config beside the module's hyperparameters
             each.log_hyperparams({"config": config})
         try:
