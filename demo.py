@@ -1,7 +1,7 @@
 """`make demo`: MAE-pretrain a small Hiera on the bundled digits once, then finetune it on all of the
 training labels and on a small fraction of them, each time against the same finetuning from random
-initialisation. Prints a table and saves the validation curves (`curves.png`). A few minutes on a
-2-core CPU.
+initialisation. Prints a table and saves the validation curves (`curves.png`). About 7 minutes on
+2 CPU cores.
 `make demo-video` (`python demo.py --video`): the same on the bundled video clips (`data=video_demo`:
 video Hiera, MAE with mask ratio 0.9, 2x3-view evaluation).
 
