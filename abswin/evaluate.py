@@ -21,10 +21,14 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from .launch import DATA_DESCRIPTION, build, build_logger, check_whole_numbers, fit_and_close, guarded
+from .launch import DATA_DESCRIPTION, build, build_logger, check_whole_numbers, guarded
+
+if TYPE_CHECKING:
+    from .checkpoint import Architecture
 
 log = logging.getLogger("abswin")
 
@@ -44,11 +48,9 @@ def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def classifier_arguments(cfg: DictConfig, path: Path, num_classes_in_data: int, published_model: str | None) -> dict:
+def classifier_arguments(cfg: DictConfig, arch: Architecture, num_classes_in_data: int,
+                         published_model: str | None) -> dict:
     """The FinetuneModule arguments of the config, with the network the checkpoint holds."""
-    from .checkpoint import read_architecture
-
-    arch = read_architecture(path)
     if arch.num_classes == 0:
         kind = "an MAE" if arch.mae else "an encoder-only"
         raise ValueError(f"pretrained={cfg.pretrained} has no classifier head ({kind} checkpoint): evaluate a "
@@ -63,8 +65,7 @@ def classifier_arguments(cfg: DictConfig, path: Path, num_classes_in_data: int, 
     args = OmegaConf.to_container(cfg.module, resolve=True)
     model_name = arch.model_name or published_model or args["model_name"]  # the config's follows data.input
     kwargs = dict(args["model_kwargs"], **arch.model_options())
-    kwargs.update(img_size=cfg.data.img_size, num_frames=OmegaConf.select(cfg, "data.num_frames"),
-                  num_classes=arch.num_classes)
+    kwargs.update(img_size=cfg.data.img_size, num_frames=OmegaConf.select(cfg, "data.num_frames"))
     args.update(model_name=model_name, model_kwargs=kwargs, num_classes=arch.num_classes)
     return args
 
@@ -73,21 +74,23 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.pretrained`` as configured; returns the metrics (also in results.json)."""
     import lightning.pytorch as pl
 
-    import abswin
+    from .checkpoint import load_checkpoint, read_architecture, read_checkpoint
 
     check_whole_numbers(cfg)
     run_dir = Path(cfg.paths.run_dir)
     path, published_model = local_checkpoint(str(cfg.pretrained))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data, exclude=DATA_DESCRIPTION)
-    module = build(OmegaConf.create(classifier_arguments(cfg, path, datamodule.num_classes, published_model)))
-    report = abswin.load_checkpoint(module.model, path, strict=True)
-    log.info("evaluating %s:\n%s", path, report)
+    checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
+    arch = read_architecture(path, checkpoint)
+    module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
+    log.info("evaluating %s", path)
+    load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report
+    del checkpoint
 
     trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
     start = time.perf_counter()
-    guarded(trainer, lambda: fit_and_close(trainer, module, datamodule, None, stage="validate"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = guarded(trainer, lambda: trainer.validate(module, datamodule=datamodule, verbose=False))
     if trainer.is_global_zero:
         row = {"checkpoint": str(cfg.pretrained), "img_size": cfg.data.img_size,
                "num_frames": OmegaConf.select(cfg, "data.num_frames"), "top1": 100 * metrics["val/acc1"],

@@ -142,7 +142,7 @@ def build_logger(cfg: DictConfig):
     return build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
 
 
-def build(node: DictConfig, exclude: tuple[str, ...] = (), **kwargs):
+def build(node: DictConfig | dict, exclude: tuple[str, ...] = (), **kwargs):
     """The one place objects are built from the config: ``instantiate`` with every OmegaConf container
     converted to plain dicts and lists, so that nothing below the entry points sees OmegaConf."""
     from hydra.utils import instantiate
@@ -167,23 +167,6 @@ def rank_command():
     return lambda local_rank: [*argv, f"hydra.job.name={hc.job.name}_rank{local_rank}"]
 
 
-def fit_and_close(trainer, module, datamodule, ckpt_path: str | None, stage: str = "fit") -> None:
-    """``trainer.fit`` (or ``trainer.validate`` for ``stage="validate"``); then the W&B run is closed
-    (the next job of a sweep runs in this same process), and after an error the progress bars too
-    (else they redraw at exit, after the one-line message)."""
-    try:
-        if stage == "validate":
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        else:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except BaseException:
-        close_progress_bars(trainer)
-        raise
-    finally:
-        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-            sys.modules["wandb"].finish()
-
-
 def close_progress_bars(trainer) -> None:
     from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -195,15 +178,14 @@ def close_progress_bars(trainer) -> None:
                     bar.close()
 
 
-def fit(trainer, module, datamodule, ckpt_path: str | None) -> None:
-    """``trainer.fit`` under :func:`guarded`."""
-    guarded(trainer, lambda: fit_and_close(trainer, module, datamodule, ckpt_path))
+def guarded(trainer, call) -> dict[str, float]:
+    """Run ``call`` (``trainer.fit`` or ``trainer.validate``) and return the final scalar metrics.
 
-
-def guarded(trainer, call) -> None:
-    """Run ``call`` (``trainer.fit`` or ``trainer.validate``): under DDP the other ranks start with
-    this Hydra job's overrides; a failed collective ends as one :class:`DistributedFailure` line
-    and Lightning's SIGTERM stop (before our handler is in place) as :class:`Preempted`."""
+    Under DDP the other ranks start with this Hydra job's overrides; a failed collective ends as
+    one :class:`DistributedFailure` line and Lightning's SIGTERM stop (before our handler is in
+    place) as :class:`Preempted`. After an error the progress bars are closed (else they redraw at
+    exit, after the one-line message), and in any case the W&B run (the next job of a sweep runs
+    in this same process)."""
     import signal
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -216,14 +198,19 @@ def guarded(trainer, call) -> None:
         strategy.rank_command = rank_command()
     try:
         call()
-    except SIGTERMException:
-        raise Preempted(signal.SIGTERM, trainer.global_step, None, False) from None
-    except Exception as e:
+    except BaseException as e:
+        close_progress_bars(trainer)
+        if isinstance(e, SIGTERMException):
+            raise Preempted(signal.SIGTERM, trainer.global_step, None, False) from None
         failure = distributed_failure(e, trainer.global_rank, trainer.global_step,
                                       getattr(strategy, "timeout_s", None))
         if failure is None:
             raise
         raise failure from e
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
 def last_checkpoint_note(run_dir: Path) -> str:
@@ -292,11 +279,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         for each in trainer.loggers:  # the whole composed config beside the module's hyperparameters
             each.log_hyperparams({"config": config})
         try:
-            fit(trainer, module, datamodule, ckpt_path)
+            metrics = guarded(trainer, lambda: trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path,
+                                                           weights_only=True))
         except NonFiniteError as e:
             raise NonFiniteError(f"{e}; {last_checkpoint_note(run_dir)}") from None
 
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         if trainer.is_global_zero:
             progress = {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
             results = {"metrics": metrics, "progress": progress, "run_dir": str(run_dir),

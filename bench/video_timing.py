@@ -20,6 +20,7 @@ from abswin.data.clip_sampling import train_clip_indices
 from abswin.data.collate import collate_video_train
 from abswin.data.loading import SampleKey
 from abswin.data.video_decoding import _read_decord, _read_pyav, read_frames
+from abswin.launch import config_arguments
 from common import classifier_step, ms, timed
 
 T, RATE, SIZE = 16, 4, 224  # the paper's 16x4 clips at 224 px
@@ -105,17 +106,14 @@ def bench_decode(paths: list[Path], reads: int, warmup: int) -> tuple[dict, floa
 
 # ---------------------------------------------------------------------------------- 2. one worker
 def make_dataset(root: Path, decoder: str, repeated: int):
-    """The training set as ``data=video`` builds it (its settings from ``abswin/conf/data/video.yaml``;
-    finetune transform: crop + flip + RandAugment)."""
-    from omegaconf import OmegaConf
-
-    shipped = OmegaConf.load(Path(video.__file__).parents[1] / "conf" / "data" / "video.yaml")
-    settings = {k: v for k, v in OmegaConf.to_container(shipped).items()
-                if k not in ("_target_", "name", "input", "root", "mode", "seed")}
-    settings.update(img_size=SIZE, num_frames=T, sampling_rate=RATE, batch_size=1, num_workers=0,
-                    repeated_sampling=repeated, decoder=decoder)
-    dm = video.VideoDataModule(str(root), mode="finetune", seed=0, val_split=None, test_split=None,
-                               pin_memory=False, **settings)
+    """The training set as ``data=video`` builds it (the shipped settings; finetune transform:
+    crop + flip + RandAugment)."""
+    kw = config_arguments("finetune", "data", [
+        "data=video", f"data.root={root}", f"data.img_size={SIZE}", f"data.num_frames={T}",
+        f"data.sampling_rate={RATE}", "data.batch_size=1", "data.num_workers=0",
+        f"data.repeated_sampling={repeated}", f"data.decoder={decoder}"])
+    del kw["_target_"]
+    dm = video.VideoDataModule(**kw, val_split=None, test_split=None, pin_memory=False)
     dm.setup("fit")
     return dm.train_set
 

@@ -114,16 +114,8 @@ def spatial_window_similarity(model, grid: Sequence[int] | None = None) -> float
 
 
 def window_similarity_matrix(emb: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
-    """``[n, n]`` cosine similarities between the ``n`` whole windows of a ``[C, h, w]`` embedding
-    (raster order); the mean of its off-diagonal entries is :func:`abswin.window_similarity`."""
-    c, h, w = emb.shape
-    wh, ww = window
-    nh, nw = h // wh, w // ww
-    if nh * nw < 2:
-        raise ValueError(f"a {h}x{w} grid holds fewer than two {wh}x{ww} windows")
-    x = emb[:, : nh * wh, : nw * ww].reshape(c, nh, wh, nw, ww).permute(1, 3, 0, 2, 4)
-    v = F.normalize(x.reshape(nh * nw, -1).float(), dim=1)
-    return v @ v.T
+    """:func:`abswin.models.pos_embed.window_similarity_matrix` of a ``[C, h, w]`` embedding."""
+    return pe.window_similarity_matrix(emb[None], window)
 
 
 @torch.no_grad()
@@ -188,10 +180,10 @@ def window_similarity_picture(model, grids: Sequence[Sequence[int]], size: int =
             sim = window_similarity_matrix(emb, window)
         except ValueError:
             continue
-        mean = (sim.sum() - sim.diagonal().sum()) / (sim.shape[0] * (sim.shape[0] - 1))
+        mean = pe.window_similarity(emb[None], window)
         tile = drawing.colourise(((sim + 1) / 2)[None])
         tiles.append(F.interpolate(tile, size=(size, size), mode="nearest"))
-        names.append(f"{'x'.join(map(str, pixels(model, grid)))} px: {float(mean):.4f}")
+        names.append(f"{'x'.join(map(str, pixels(model, grid)))} px: {mean:.4f}")
     if not tiles:
         raise ValueError(f"no grid of {grids} holds two {window[0]}x{window[1]} windows")
     image = drawing.to_uint8(drawing.grid(torch.cat(tiles), ncol=len(tiles)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..checkpoint import CheckpointError, LoadReport, load_checkpoint, read_architecture
+from ..checkpoint import CheckpointError, LoadReport, load_checkpoint, read_architecture, read_checkpoint
 from ..models import create_model
 
 __all__ = ["LoadedModel", "model_from_checkpoint"]
@@ -40,19 +40,20 @@ def model_from_checkpoint(path: str | Path, model_name: str | None = None, img_s
     and ``pos_embed`` override what the file says (the registry's size otherwise, for files that
     do not say). Problems are one-line ValueErrors (:class:`~abswin.CheckpointError` for the file).
     """
-    arch = read_architecture(path)
+    checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
+    arch = read_architecture(path, checkpoint)
     name = model_name or arch.model_name
     if not name:
         raise CheckpointError.about(path, "does not name its model (an official, timm or plain file): pass the "
                                           "registry name, --model NAME (e.g. hiera_base_224; see abswin.list_models())")
     kwargs = arch.model_options()
-    if (pos_embed or arch.pos_embed) != "abswin" or pos_embed not in (None, arch.pos_embed):
-        # abs-win's shapes are the file's only when it holds abs-win; else the registry's (or unused)
+    keep_abswin_shapes = arch.pos_embed == "abswin" and pos_embed in (None, "abswin")
+    if not keep_abswin_shapes:  # abs-win's shapes are the file's only when it holds abs-win; else the registry's
         kwargs = {k: v for k, v in kwargs.items() if k not in ("window_pos_embed", "global_pos_size")}
     if arch.num_classes:
         kwargs["num_classes"] = arch.num_classes
     overrides = {"img_size": img_size, "num_frames": num_frames, "pos_embed": pos_embed}
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     model = create_model(name, **kwargs)
-    report = load_checkpoint(model, path)
+    report = load_checkpoint(model, path, checkpoint=checkpoint)
     return LoadedModel(model.eval(), str(path), name, kwargs, report)

@@ -73,7 +73,6 @@ class Reconstruction:
     """Normalised pixels ``[B, C, T', H, W]`` (``T' = 1`` for images) and the loss."""
 
     original: torch.Tensor
-    masked: torch.Tensor  # the original with the masked patches zeroed
     reconstruction: torch.Tensor  # the prediction, with the visible patches pasted in
     visible: torch.Tensor  # 1 where a pixel was visible to the encoder, else 0
     loss: float  # the MAE loss on the masked patches (in the model's target space)
@@ -85,9 +84,9 @@ class Reconstruction:
         frames = slice(None) if all_frames else slice(t // 2, t // 2 + 1)
         m = torch.tensor(mean, device=self.original.device).view(1, -1, 1, 1, 1)
         s = torch.tensor(std, device=self.original.device).view(1, -1, 1, 1, 1)
-        cols = [(p * s + m)[:, :, frames] for p in (self.original, self.masked, self.reconstruction)]
+        cols = [(p * s + m)[:, :, frames] for p in (self.original, self.original, self.reconstruction)]
         visible = self.visible[:, :, frames]
-        cols[1] = cols[1] * visible + 0.5 * (1 - visible)
+        cols[1] = cols[1] * visible + 0.5 * (1 - visible)  # the masked patches grey
         tiles = torch.stack(cols, dim=1)  # [B, 3 columns, C, T', H, W]
         tiles = tiles.permute(0, 3, 1, 2, 4, 5).flatten(0, 2)  # rows: (image, frame); columns: original, masked, recon
         return drawing.to_uint8(drawing.grid(tiles.cpu(), ncol=3))
@@ -109,7 +108,6 @@ def reconstruct(model, x: torch.Tensor, mask_ratio: float, seed: int = 0) -> Rec
     keep = kept[..., None].float()
     return Reconstruction(
         original=frames_of(model, patches),
-        masked=frames_of(model, patches * keep),
         reconstruction=frames_of(model, patches * keep + pred * (1 - keep)),
         visible=frames_of(model, keep.expand_as(patches)),
         loss=loss,

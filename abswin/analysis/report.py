@@ -52,12 +52,12 @@ def _similarity(model, grid) -> float | None:
         return None
 
 
-def _converted_similarity(model, grid) -> tuple[float | None, str]:
-    """An absolute embedding split into abs-win at its own grid, then resized the abs-win way."""
+def _converted_similarity(model, parts: dict[str, torch.Tensor], grid) -> tuple[float | None, str | None]:
+    """An absolute embedding split into abs-win at its own grid (``parts``), then resized the abs-win
+    way: (its window similarity, or None and why)."""
     try:
-        parts, note = window_and_global(model)
         emb = pe.abswin_embed(parts["window"][None], parts["global"][None], grid)
-        return pe.window_similarity(emb, window=window_of(model)), note
+        return pe.window_similarity(emb, window=window_of(model)), None
     except ValueError as e:
         return None, str(e)
 
@@ -101,23 +101,26 @@ def analyze(model: torch.nn.Module | LoadedModel, out: str | Path, size: int | S
     except ValueError as e:
         result.notes.append(f"no window-similarity picture: {e}")
 
+    try:  # for an absolute embedding, the least-squares split into window and global (once)
+        parts, source = window_and_global(model)
+    except ValueError as e:
+        parts, source = None, str(e)
+
     how = "naive bicubic" if model.pos_embed_mode == "absolute" else "window tiled + global interpolated"
     result.window_similarity[f"at its own grid ({_px(model, own)})"] = _similarity(model, own)
     result.window_similarity[f"resized to {_px(model, new)}, {how}"] = _similarity(model, new)
     if model.pos_embed_mode == "absolute":
-        value, note = _converted_similarity(model, new)
+        value, why = _converted_similarity(model, parts, new) if parts is not None else (None, None)
         result.window_similarity[f"converted to abs-win, then resized to {_px(model, new)}"] = value
-        result.notes.append(f"abs-win conversion: {note}")
+        result.notes.append(f"abs-win conversion: {why or source}")
 
-    try:
-        parts, source = window_and_global(model)
-        for part, emb in parts.items():
-            h, w = emb.shape[-2:]
-            save(f"token_similarity_{part}.png",
-                 token_similarity_picture(emb, f"{part} embedding ({h}x{w}): cosine similarity of each token to all"),
-                 f"token-to-token similarity of the {part} embedding ({source})")
-    except ValueError as e:
-        result.notes.append(f"no token-similarity pictures: {e}")
+    if parts is None:
+        result.notes.append(f"no token-similarity pictures: {source}")
+    for part, emb in (parts or {}).items():
+        h, w = emb.shape[-2:]
+        save(f"token_similarity_{part}.png",
+             token_similarity_picture(emb, f"{part} embedding ({h}x{w}): cosine similarity of each token to all"),
+             f"token-to-token similarity of the {part} embedding ({source})")
 
     if inputs:
         ratio = mask_ratio if mask_ratio is not None else default_mask_ratio(model)

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .architecture import Architecture, read_architecture
 from .errors import CheckpointError
-from .formats import KEY_MAPPINGS, describe, detect_format, find_weights, lightning_extras, match_model_kind
+from .formats import describe, lightning_extras, match_model_kind, our_state_dict
 from .reading import check_finite, read_checkpoint
 from .report import LoadReport, shape_of
 from .resize_pos_embed import Fitting, file_antialias, fit_position_embeddings
@@ -28,20 +28,21 @@ __all__ = ["Architecture", "CheckpointError", "LoadReport", "check_finite", "loa
 logger = logging.getLogger("abswin")
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = False) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = False,
+                    checkpoint: dict | None = None) -> LoadReport:
     """Load an official, timm or abswin checkpoint (``.pth``/``.ckpt``/``.safetensors``) into
     ``model``, converting keys and position embeddings as needed.
 
     Heads of another ``num_classes`` are not loaded (``report.reinitialised``); an MAE's decoder
     is ignored by a classifier and its ``encoder_norm`` becomes the classifier's ``norm``.
     ``strict=True`` raises :class:`CheckpointError` if any model key is missing or any file key
-    unexpected. The model is only modified once everything fits.
+    unexpected. The model is only modified once everything fits. ``checkpoint``: the file, already
+    read by :func:`read_checkpoint` (it is not changed), so that a caller that also needs
+    :func:`read_architecture` reads it once.
     """
     path = Path(path)
-    checkpoint = read_checkpoint(path)
-    weights, container = find_weights(checkpoint, path)
-    fmt = detect_format(checkpoint, container, weights)
-    sd = KEY_MAPPINGS[fmt](weights)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    fmt, weights, sd = our_state_dict(checkpoint, path)
     check_finite(sd, path)
     report = LoadReport(format=fmt, path=str(path), kind=describe(sd),
                         ignored=lightning_extras(weights) if fmt == "lightning" else [])

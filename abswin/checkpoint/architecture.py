@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import KEY_MAPPINGS, MAE_ONLY_PREFIXES, detect_format, find_weights
+from .formats import MAE_ONLY_PREFIXES, our_state_dict
 from .reading import read_checkpoint
 
 __all__ = ["Architecture", "read_architecture"]
@@ -15,7 +15,6 @@ __all__ = ["Architecture", "read_architecture"]
 
 @dataclass
 class Architecture:
-    format: str                              # official / timm / abswin / lightning
     video: bool
     mae: bool
     pos_embed: str                           # "abswin" or "absolute": how it resizes
@@ -35,19 +34,17 @@ class Architecture:
         return options
 
 
-def read_architecture(path: str | Path) -> Architecture:
-    """The architecture of an official, timm or abswin checkpoint file."""
-    checkpoint = read_checkpoint(path)
-    weights, container = find_weights(checkpoint, path)
-    fmt = detect_format(checkpoint, container, weights)
-    sd = KEY_MAPPINGS[fmt](weights)
+def read_architecture(path: str | Path, checkpoint: dict | None = None) -> Architecture:
+    """The architecture of an official, timm or abswin checkpoint file (``checkpoint``: the file,
+    already read by :func:`read_checkpoint`)."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    fmt, _, sd = our_state_dict(checkpoint, path)
     patch = sd.get("patch_embed.proj.weight")
     global_embed = sd.get("pos_embed_global")
     head = sd.get("head.projection.weight")
     hparams = checkpoint.get("hyper_parameters") if fmt == "lightning" else None
     hparams = hparams if isinstance(hparams, dict) else {}
     return Architecture(
-        format=fmt,
         video="pos_embed_temporal" in sd or (patch is not None and patch.dim() == 5),
         mae=any(k.startswith(MAE_ONLY_PREFIXES) for k in sd),
         pos_embed="abswin" if "pos_embed_window" in sd or global_embed is not None else "absolute",

@@ -64,6 +64,13 @@ def detect_format(checkpoint: dict, container: str | None, weights: StateDict) -
     return "official" if container == "model_state" else "abswin"
 
 
+def our_state_dict(checkpoint: dict, path: str | Path) -> tuple[str, StateDict, StateDict]:
+    """``(format, the file's tensors, those tensors in our names)`` of a read checkpoint."""
+    weights, container = find_weights(checkpoint, path)
+    fmt = detect_format(checkpoint, container, weights)
+    return fmt, weights, KEY_MAPPINGS[fmt](weights)
+
+
 def is_lightning(weights: StateDict) -> bool:
     """A LightningModule's state dict: (at least half of) its keys are those of its ``model``."""
     prefixed = [k for k in weights if k.startswith(LIGHTNING_MODEL_PREFIX)]

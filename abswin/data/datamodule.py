@@ -181,10 +181,15 @@ class ShardedDataModule(pl.LightningDataModule):
         check_readable(dataset)
         return dataset
 
+    def _seed(self) -> int:
+        """``seed``, or with ``seed=None`` one from torch's current seed (read at each call: the
+        training step reseeds torch)."""
+        return int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+
     def _keep_fraction(self, dataset: FileDataset) -> None:
         """Keep ``train_fraction`` of each class of the training split, in place (see the class doc);
         the kept samples stay in their original order."""
-        seed = int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+        seed = self._seed()
         rng = np.random.default_rng(derive_seed(seed, TRAIN_SUBSET_TAG))
         keep = []
         for label in np.unique(dataset.labels):
@@ -204,7 +209,7 @@ class ShardedDataModule(pl.LightningDataModule):
             self.setup("fit")
         dataset = self.train_set
         check_full_batch(len(dataset), self.batch_size, self.per_device_batch_size, self.world_size)
-        dataset.seed = int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+        dataset.seed = self._seed()
         sampler = ResumableSampler(len(dataset), self.world_size, self.rank, self.per_device_batch_size,
                                    dataset.seed)
         if self._resume_position is not None:

@@ -140,15 +140,14 @@ class ResumableSampler(Sampler[SampleKey]):
         return self.batches_per_epoch * self.batch_size
 
 
-def start_worker(worker_id: int, training_pid: int | None = None) -> None:
+def start_worker(worker_id: int, training_pid: int) -> None:
     """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
     its generator, so the whole pipeline follows ``seed``/``seed_everything``), and end the worker
     when the training process ends (see :func:`exit_with`)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    if training_pid is not None:
-        exit_with(training_pid)
+    exit_with(training_pid)
 
 
 def exit_with(pid: int) -> None:

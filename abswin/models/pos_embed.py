@@ -134,16 +134,12 @@ def _as_grid(pos: torch.Tensor, grid: Sequence[int] | None) -> torch.Tensor:
     return pos[0].reshape(gh, gw, -1).permute(2, 0, 1)
 
 
-def window_similarity(
+def window_similarity_matrix(
     pos: torch.Tensor, window: Sequence[int] = (8, 8), grid: Sequence[int] | None = None
-) -> float:
-    """The paper's window-repetition metric (Fig. 4 and 8).
-
-    Splits the embedding into non-overlapping windows, flattens each window's embedding into
-    one vector and returns the mean pairwise cosine similarity over all pairs of distinct
-    windows. 1.0 means every window carries the same embedding (perfectly tiled).
-    Partial windows at the border are ignored.
-    """
+) -> torch.Tensor:
+    """``[n, n]`` cosine similarities between the ``n`` whole windows of the embedding (raster
+    order), each window's embedding flattened into one vector. Partial windows at the border are
+    ignored; fewer than two windows is a ValueError."""
     x = _as_grid(pos.detach(), grid).float()
     c, gh, gw = x.shape
     wh, ww = _pair(window)
@@ -152,7 +148,17 @@ def window_similarity(
         raise ValueError(f"a {gh}x{gw} grid holds fewer than two {wh}x{ww} windows")
     x = x[:, : nh * wh, : nw * ww].reshape(c, nh, wh, nw, ww).permute(1, 3, 0, 2, 4)
     v = F.normalize(x.reshape(nh * nw, -1), dim=1)
-    sim = v @ v.T
+    return v @ v.T
+
+
+def window_similarity(
+    pos: torch.Tensor, window: Sequence[int] = (8, 8), grid: Sequence[int] | None = None
+) -> float:
+    """The paper's window-repetition metric (Fig. 4 and 8): the mean cosine similarity over all
+    pairs of distinct windows (:func:`window_similarity_matrix`). 1.0 means every window carries
+    the same embedding (perfectly tiled).
+    """
+    sim = window_similarity_matrix(pos, window, grid)
     n = sim.shape[0]
     return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
