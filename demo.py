@@ -5,7 +5,7 @@ initialisation. Prints a table and saves the validation curves (`curves.png`). A
 `make demo-video` (`python demo.py --video`): the same on the bundled video clips (`data=video_demo`:
 video Hiera, MAE with mask ratio 0.9, 2x3-view evaluation).
 
-The recipe lives in the experiment configs (`abswin/conf/experiment/demo_*.yaml`); every step is an
+The recipe lives in the experiment configs (`conf/experiment/demo_*.yaml`); every step is an
 ordinary `train.py` / `finetune.py` run with `experiment=...` (see the commands it prints), so the
 demo exercises exactly what users run. Outputs go to `outputs/demo/` (replaced on each call).
 """

@@ -1,6 +1,15 @@
-"""MAE pretraining of Hiera.  `python train.py` runs the CPU demo; see abswin/conf/train.yaml."""
+"""MAE pretraining of Hiera: ``python train.py model=hiera_l data=in1k`` (conf/train.yaml)."""
 
-from abswin.cli import train
+import hydra
+
+from training.launch import entry_point, main, register_resolvers
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def pretrain(cfg):
+    return main(cfg, metric="train/loss")
+
 
 if __name__ == "__main__":
-    train()
+    register_resolvers()
+    entry_point(pretrain)

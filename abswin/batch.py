@@ -1,6 +1,6 @@
 """What a data loader hands a Lightning module: :class:`Batch`, the one contract between the data
-layer (:mod:`abswin.data`, whose collate functions build it) and the training layer
-(:mod:`abswin.training`, which reads its fields). Only torch is imported here.
+layer (:mod:`datamodules`, whose collate functions build it) and the training layer
+(:mod:`training`, which reads its fields). Only torch is imported here.
 
 Three kinds of batch, told apart by their fields, never by their length or rank:
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from abswin.data.video_index import VIDEO_EXTENSIONS
+from datamodules.video_index import VIDEO_EXTENSIONS
 
 FPS = 25
 

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from abswin.batch import Batch
 from abswin.optim import param_groups_lrd
-from abswin.launch import config_arguments
-from abswin.training import FinetuneModule, MAEPretrainModule
-from abswin.training.finetune import soft_target_cross_entropy
+from training.launch import config_arguments
+from training import FinetuneModule, MAEPretrainModule
+from training.classifier_module import soft_target_cross_entropy
 
 
 class Batches(Dataset):

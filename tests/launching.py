@@ -55,7 +55,7 @@ def write_image_folder(root: Path, train_per_class: int = 16, size: tuple[int, i
 def write_video_set(root: Path) -> Path:
     """A Kinetics-style set (train.csv / val.csv) of small H.264 videos: 8 train + 4 val videos,
     12 frames of 48x64, 2 classes (dark and bright)."""
-    from abswin.data.video_demo import write_mp4
+    from datamodules.video_demo import write_mp4
 
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """Lightning modules for tests that build them directly: the shipped recipe's arguments
-(``abswin.launch.config_arguments``) with a test's own changes, never a copy of the numbers."""
+(``training.launch.config_arguments``) with a test's own changes, never a copy of the numbers."""
 
 from __future__ import annotations
 
 import functools
 
-from abswin.launch import config_arguments
-from abswin.training import FinetuneModule, MAEPretrainModule
+from training.launch import config_arguments
+from training import FinetuneModule, MAEPretrainModule
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""``python -m abswin.analyze`` as users run it: on the MAE checkpoint of a real (1-step) ``train.py``
+"""``python analyze.py`` as users run it: on the MAE checkpoint of a real (1-step) ``train.py``
 run (abs-win, our Lightning format) and on an official-format file with an absolute embedding;
 the numbers of report.md are :func:`abswin.window_similarity`'s; bad input ends in one line."""
 
@@ -15,7 +15,7 @@ from PIL import Image
 
 import abswin
 from abswin.analysis import embeddings
-from abswin.analyze import main
+from analyze import main  # the top-level analysis command
 from abswin.models import pos_embed as pe
 from launching import PYTHON, ROOT, clean_env, write_image_folder
 
@@ -74,7 +74,7 @@ def _expected(model, grid) -> float:
 
 def test_mae_checkpoint_of_a_real_run(mae_run, tmp_path):
     out = tmp_path / "analysis"
-    r = _run(["-m", "abswin.analyze", str(mae_run["ckpt"]), "--out", str(out), "--image", str(mae_run["image"])],
+    r = _run([str(ROOT / "analyze.py"), str(mae_run["ckpt"]), "--out", str(out), "--image", str(mae_run["image"])],
              tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     stem = mae_run["image"].stem
@@ -112,7 +112,7 @@ def test_official_absolute_file_shows_the_bug(tmp_path):
     torch.save({"model_state": model.state_dict()}, path)
 
     out = tmp_path / "analysis"
-    r = _run(["-m", "abswin.analyze", str(path), "--model", "hiera_atto_224", "--img-size", "64", "--out", str(out),
+    r = _run([str(ROOT / "analyze.py"), str(path), "--model", "hiera_atto_224", "--img-size", "64", "--out", str(out),
               "--channels", "0,3"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = _check_pictures(out, PICTURES)
@@ -128,7 +128,7 @@ def test_official_absolute_file_shows_the_bug(tmp_path):
 
 
 def test_a_bad_path_is_one_line(tmp_path):
-    r = _run(["-m", "abswin.analyze", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "a")], tmp_path)
+    r = _run([str(ROOT / "analyze.py"), str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "a")], tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: checkpoint {tmp_path / 'nope.ckpt'}: no such file"]
     assert not (tmp_path / "a").exists()
@@ -168,7 +168,7 @@ def test_bad_input_is_one_line(files, tmp_path, capsys, args, words):
 
 
 def test_video_mae_reconstructs_every_target_frame(tmp_path, capsys):
-    from abswin.data.video_demo import write_mp4
+    from datamodules.video_demo import write_mp4
 
     mae = abswin.create_model("mae_hiera_atto_16x224", img_size=64, num_frames=8)
     torch.save(mae.state_dict(), tmp_path / "video_mae.pth")

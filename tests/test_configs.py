@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from abswin.launch import DATA_DESCRIPTION, build, register_resolvers
+from training.launch import DATA_DESCRIPTION, build, register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "abswin" / "conf"
 register_resolvers()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from abswin.data import ImageDataModule, decode
+from datamodules import ImageDataModule, decode
 from data_modules import data_module  # noqa: E402
 from modules import finetune_module  # noqa: E402
 
@@ -50,7 +50,7 @@ def _dm(root: Path, **kw) -> ImageDataModule:
 def videos(tmp_path_factory) -> Path:
     pytest.importorskip("av")
     pytest.importorskip("decord")
-    from abswin.data.video_demo import write_mp4
+    from datamodules.video_demo import write_mp4
 
     root = tmp_path_factory.mktemp("csv")
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def _video_dm(root: Path, train: str, val: str | None = None, **kw):
 
 
 def test_csv_lines_must_be_path_label(videos, caplog):
-    from abswin.data.video_index import read_index
+    from datamodules.video_index import read_index
 
     # one line with three fields is an error naming it, not a switch to class-name mode
     with pytest.raises(ValueError) as exc:
@@ -89,7 +89,7 @@ def test_csv_lines_must_be_path_label(videos, caplog):
     (videos / "train.csv").write_text("with space/c.mp4, 1\n")
     assert read_index(videos, "train") == (["with space/c.mp4"], ["1"])
     # a known header is skipped with a log line
-    with caplog.at_level(logging.INFO, logger="abswin.data"):
+    with caplog.at_level(logging.INFO, logger="datamodules"):
         dm = _video_dm(videos, "video_path label_id\na.mp4 0\nb.mp4 1\n")
     assert dm.num_classes == 2 and "header line 'video_path label_id' skipped" in caplog.text
     # an unknown header, and mixed integer and class-name labels, are errors naming the line
@@ -141,7 +141,7 @@ def test_empty_and_symlinked_class_folders(tmp_path, caplog):
     (root / "train" / "loopdir").symlink_to(root / "train" / "loopdir")  # neither class nor crash
     (root / "train" / "cat" / "loop.jpg").symlink_to(root / "train" / "cat" / "loop.jpg")
     _images(root, "val", {"cat": 1, "dog": 1, "fox": 1})
-    caplog.set_level(logging.WARNING, logger="abswin.data")
+    caplog.set_level(logging.WARNING, logger="datamodules")
     dm = _dm(root, batch_size=7)
     assert dm.classes == ["cat", "dog", "fox"] and dm.num_classes == 3  # empty folders are no classes
     warnings = [r.getMessage() for r in caplog.records if "no images" in r.getMessage()]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from abswin.data import (
+from datamodules import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDataModule,
@@ -65,7 +65,7 @@ def _dm(root, **kw) -> ImageDataModule:
 
 
 def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
-    caplog.set_level(logging.WARNING, logger="abswin.data")
+    caplog.set_level(logging.WARNING, logger="datamodules")
     dm = _dm(folder)
     assert dm.num_classes == 2 and dm.classes == list(CLASSES)
     dm.setup("fit")
@@ -78,7 +78,7 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
         assert labels.dtype == torch.int64 and labels.shape == (images.shape[0],)
         seen += images.shape[0]
     assert seen == 12 and dm.num_skipped == 2
-    lines = [r.getMessage() for r in caplog.records if r.name == "abswin.data"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "datamodules"]
     for bad in ("corrupt.JPEG", "truncated.JPEG"):
         hits = [m for m in lines if bad in m]
         assert len(hits) == 1 and "\n" not in hits[0] and str(folder) in hits[0]
@@ -276,11 +276,10 @@ def test_data_configs_are_flat_and_the_only_home_of_their_numbers(name):
 def test_data_configs_describe_their_input():
     """Each data config says its ``name`` and ``input`` (for run names, the model variant and the MAE
     mask ratio), and no longer carries the model's settings."""
-    from hydra import compose, initialize_config_module
+    from training.launch import compose_config
 
     for name in DATA_CONFIGS:
-        with initialize_config_module("abswin.conf", version_base="1.3"):
-            data = compose(config_name="finetune", overrides=[f"data={name}"]).data
+        data = compose_config("finetune", [f"data={name}"]).data
         assert (data.name, data.input) == (name, INPUT[name])
         assert not {"datamodule", "model_suffix", "mae_mask_ratio"} & set(data)
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from abswin.training import FinetuneModule
+from training import FinetuneModule
 from data_modules import data_module  # noqa: E402
 from modules import finetune_module  # noqa: E402
 
@@ -61,7 +61,7 @@ def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):
     """7 validation videos (5 decodable, 2 broken) over 2 ranks: 5 evaluated, 2 missing, summed."""
     import numpy as np
 
-    from abswin.data.video_demo import write_mp4
+    from datamodules.video_demo import write_mp4
 
     rng = np.random.default_rng(0)
     lines = {"train": [], "val": []}

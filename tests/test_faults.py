@@ -78,7 +78,7 @@ def test_a_hung_rank_ends_the_run_with_one_error_line(data_roots, tmp_path):
     ("NCCL communicator was aborted on rank 1", "a collective failed (NCCL communicator"),
 ])
 def test_every_known_collective_error_becomes_one_line(message, reason):
-    from abswin.training.ddp import distributed_failure
+    from training.ddp import distributed_failure
 
     failure = distributed_failure(RuntimeError(message), rank=0, step=7, timeout_s=15)
     assert failure is not None and str(failure).startswith("rank 0 at step 7: ") and reason in str(failure)

@@ -1,6 +1,7 @@
 """The layers of README's "Where things live" map, checked against the imports of every module:
-model code knows nothing of Lightning, training code nothing of files and configs, data code
-nothing of models, and only the entry points know Hydra."""
+the library (abswin/) knows nothing of Lightning, Hydra or the application; model code knows
+nothing of checkpoints' files; data code nothing of models or training; training code nothing of
+files and configs; only the entry points (and training/launch.py) know Hydra."""
 
 from __future__ import annotations
 
@@ -10,36 +11,41 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "abswin"
+ROOT = Path(__file__).resolve().parents[1]
 THIRD_PARTY = {  # besides the standard library
-    "models": {"torch"},
-    "checkpoint": {"torch", "safetensors"},
-    "analysis": {"torch", "PIL", "matplotlib", "numpy"},
-    "optim.py": {"torch"},
-    "batch.py": {"torch"},
-    "seeding.py": {"numpy"},
-    "training": {"torch", "lightning", "torchmetrics", "torchvision", "numpy", "PIL", "fsspec", "wandb"},
-    "data": {"torch", "torchvision", "lightning", "numpy", "PIL", "decord", "av", "mlxtend"},
-    "run_directory.py": set(),
-    "pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, imported when used
+    "abswin/models": {"torch"},
+    "abswin/checkpoint": {"torch", "safetensors"},
+    "abswin/analysis": {"torch", "PIL", "matplotlib", "numpy"},
+    "abswin/optim.py": {"torch"},
+    "abswin/batch.py": {"torch"},
+    "abswin/seeding.py": {"numpy"},
+    "abswin/pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, when used
+    "abswin/convert.py": {"torch", "safetensors"},
+    "abswin/__init__.py": set(),
+    "datamodules": {"torch", "torchvision", "lightning", "numpy", "PIL", "decord", "av", "mlxtend"},
+    "training": {"torch", "lightning", "torchmetrics", "torchvision", "numpy", "PIL", "fsspec", "wandb",
+                 "hydra", "omegaconf"},
 }
-OURS = {  # which of our own layers each may use (itself always)
-    "models": set(),
-    "checkpoint": {"models"},
-    "analysis": {"models", "checkpoint"},
-    "optim.py": set(),
-    "batch.py": set(),
-    "seeding.py": set(),
-    "training": {"models", "optim", "batch", "seeding", "analysis"},
-    "data": {"batch", "seeding"},
-    "run_directory.py": set(),
-    "pretrained.py": set(),
+OURS = {  # which of our own packages and modules each may use (itself always)
+    "abswin/models": set(),
+    "abswin/checkpoint": {"abswin.models"},
+    "abswin/analysis": {"abswin.models", "abswin.checkpoint"},
+    "abswin/optim.py": set(),
+    "abswin/batch.py": set(),
+    "abswin/seeding.py": set(),
+    "abswin/pretrained.py": set(),
+    "abswin/convert.py": {"abswin"},  # a command: the package it converts with
+    "abswin/__init__.py": {"abswin.checkpoint", "abswin.models", "abswin.pretrained"},
+    "datamodules": {"abswin.batch", "abswin.seeding"},
+    "training": {"abswin"},  # the library, never the data modules (batches arrive as abswin.batch.Batch)
 }
+# the only modules of training/ that may know Hydra and OmegaConf: they turn a composed config into objects
+CONFIG_AWARE = {"training/launch.py", "training/evaluation.py"}
 
 
 def _imports(path: Path) -> set[str]:
-    """Top-level names of everything a module imports (relative imports made absolute)."""
-    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    """Full names of everything a module imports (relative imports made absolute)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -55,31 +61,43 @@ def _imports(path: Path) -> set[str]:
 
 
 def _layer_files(layer: str) -> list[Path]:
-    target = PACKAGE / layer
+    target = ROOT / layer
     return sorted(target.rglob("*.py")) if target.is_dir() else [target]
+
+
+def _own(layer: str) -> str:
+    return layer.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
 @pytest.mark.parametrize("layer", sorted(THIRD_PARTY))
 def test_each_layer_imports_only_what_the_map_allows(layer):
-    own = layer.removesuffix(".py")
-    allowed_ours = {f"abswin.{name}" for name in OURS[layer] | {own}}
+    ours = {"abswin", "datamodules", "training"}
+    allowed = OURS[layer] | {_own(layer)}
     bad = []
     for path in _layer_files(layer):
+        rel = path.relative_to(ROOT).as_posix()
         for name in _imports(path):
             top = name.split(".")[0]
-            if top == "abswin":
-                second = ".".join(name.split(".")[:2])
-                if second not in allowed_ours:
-                    bad.append(f"{path.relative_to(PACKAGE)} imports {name}")
+            if top in ours:
+                if not any(name == a or name.startswith(a + ".") for a in allowed):
+                    bad.append(f"{rel} imports {name}")
+            elif top in ("hydra", "omegaconf") and rel not in CONFIG_AWARE:
+                bad.append(f"{rel} imports {name} (only the entry points and {sorted(CONFIG_AWARE)} know Hydra)")
             elif top not in sys.stdlib_module_names and top not in THIRD_PARTY[layer] and top != "__future__":
-                bad.append(f"{path.relative_to(PACKAGE)} imports {name}")
+                bad.append(f"{rel} imports {name}")
     assert not bad, "\n".join(bad)
 
 
 def test_the_map_covers_every_module():
-    """A new module or folder must find its place in the map (and README's table)."""
-    entry_points = {"__init__.py", "launch.py", "cli.py", "evaluate.py", "convert.py", "analyze.py", "conf"}
-    listed = set(THIRD_PARTY) | entry_points
-    present = {p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "_")) or p.name == "__init__.py"}
-    present = {p for p in present if p.endswith(".py") or (PACKAGE / p).is_dir()} - {"__pycache__"}
+    """A new module or folder of the library must find its place in the map (and README's table)."""
+    listed = {Path(layer).name for layer in THIRD_PARTY if layer.startswith("abswin/")}
+    present = {p.name for p in (ROOT / "abswin").iterdir() if p.suffix == ".py" or (p.is_dir() and p.name != "__pycache__")}
     assert present <= listed, present - listed
+
+
+def test_the_top_level_is_the_cards():
+    """The card's layout: conf/ abswin/ datamodules/ train.py finetune.py notebooks/ tests/ Dockerfile."""
+    for name in ("conf", "abswin", "datamodules", "notebooks", "tests", "training"):
+        assert (ROOT / name).is_dir(), name
+    for name in ("train.py", "finetune.py", "eval.py", "Dockerfile"):
+        assert (ROOT / name).is_file(), name

@@ -14,8 +14,8 @@ from PIL import Image
 
 import abswin
 from abswin import CheckpointError
-from abswin.data import collate_images
-from abswin.training import FinetuneModule, NonFiniteError, RunCheckpoint
+from datamodules import collate_images
+from training import FinetuneModule, NonFiniteError, RunCheckpoint
 from modules import finetune_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""What `pip install abswin[...]` gives: the model library alone needs no training stack, the
-configs ship inside the package, and the console scripts train from any directory."""
+"""What `pip install abswin[...]` gives: the model library alone, needing no training stack; the
+application (conf/, datamodules/, training/, the entry points) runs from a clone, from any directory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 
 from launching import ROOT, clean_env
 
-BIN = Path(sys.executable).parent
-
 
 def test_the_model_library_imports_without_the_training_stack():
     code = ("import sys, torch, abswin; abswin.create_model('hiera_atto_224', img_size=64)(torch.randn(1, 3, 64, 64)); "
@@ -22,7 +20,7 @@ def test_the_model_library_imports_without_the_training_stack():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_wheel_ships_the_configs_and_the_console_scripts(tmp_path):
+def test_wheel_ships_the_library_alone(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to the sources
     shutil.copytree(ROOT / "abswin", source / "abswin", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -31,9 +29,10 @@ def test_wheel_ships_the_configs_and_the_console_scripts(tmp_path):
                     "-q", "-w", str(tmp_path)], check=True, capture_output=True)
     wheel = zipfile.ZipFile(next(tmp_path.glob("abswin-*.whl")))
     names = set(wheel.namelist())
-    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "abswin" / "conf").rglob("*.yaml")}
-    assert shipped and shipped <= names
-    assert not [n for n in names if n.startswith(("datamodules/", "tests/", "bench/"))]
+    library = {p.relative_to(ROOT).as_posix() for p in (ROOT / "abswin").rglob("*.py")}
+    assert library and library <= names
+    assert not [n for n in names if n.startswith(("conf/", "datamodules/", "training/", "tests/", "bench/"))]
+    assert not [n for n in names if n.endswith(".yaml")]
     meta = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]
@@ -41,14 +40,13 @@ def test_wheel_ships_the_configs_and_the_console_scripts(tmp_path):
     assert not [r for r in requires if "==" in r.split(";")[0] and "hiera-transformer" not in r]  # lower bounds only
     for extra in ("train", "video", "demo", "test"):
         assert f"Provides-Extra: {extra}" in meta
-    scripts = next(wheel.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "abswin-train = abswin.cli:train" in scripts and "abswin-finetune = abswin.cli:finetune" in scripts
+    assert not [n for n in names if n.endswith("entry_points.txt")]  # no console scripts: the app runs from a clone
 
 
-def test_console_script_trains_from_any_directory(tmp_path):
-    """``abswin-train`` in a folder without the repository: the packaged configs compose, one step
-    runs on the demo data, and the run directory lands under the working directory."""
-    cmd = [str(BIN / "abswin-train"), "trainer.max_steps=1", "trainer.limit_val_batches=1", "run_name=cli",
+def test_train_py_trains_from_any_directory(tmp_path):
+    """``python /path/to/clone/train.py`` from another folder: the configs beside it compose, one
+    step runs on the demo data, and the run directory lands under the working directory."""
+    cmd = [sys.executable, str(ROOT / "train.py"), "trainer.max_steps=1", "trainer.limit_val_batches=1", "run_name=cli",
            "trainer.enable_progress_bar=false", "data.num_workers=0"]
     env = clean_env(tmp_path)
     env.pop("ABSWIN_OUTPUT_ROOT")

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import abswin
-from abswin.launch import register_resolvers, run
+from training.launch import register_resolvers, run
 from launching import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_every_logger_gets_the_whole_composed_config(tmp_path):
     (hparams,) = run_dir.glob("csv/*/hparams.yaml")
     logged = yaml.safe_load(hparams.read_text())["config"]
     assert logged["run_name"] and logged["data"]["num_workers"] == 0 and logged["trainer"]["max_steps"] == 1
-    assert logged["module"]["_target_"] == "abswin.training.FinetuneModule"
+    assert logged["module"]["_target_"] == "training.FinetuneModule"
 
 
 def test_wandb_offline_writes_its_run_and_resumes_it(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 import abswin
 from abswin import PretrainedError, PretrainedWeights, fetch_pretrained, get_pretrained, list_pretrained
 from abswin import pretrained as published
-from abswin.launch import init_tag
+from training.launch import init_tag
 from launching import free_port, start, unique_name, write_image_folder
 
 ATTO = dict(embed_dim=32, num_heads=1, stages=(1, 1, 3, 1))  # hiera_atto's size in the official code
@@ -301,18 +301,14 @@ def test_offline_and_not_cached_says_what_to_put_where(caches):
 # ---------------------------------------------------------------------------- finetune.py
 def finetune_config(overrides: list[str]):
     """finetune.py's config as composed for these overrides."""
-    from hydra import compose, initialize_config_module
+    from training.launch import compose_config
 
-    from abswin.launch import register_resolvers
-
-    register_resolvers()
-    with initialize_config_module("abswin.conf", version_base="1.3"):
-        return compose(config_name="finetune", overrides=overrides)
+    return compose_config("finetune", overrides)
 
 
 def test_weights_of_another_model_say_which_model_to_use():
     """Checked before anything is fetched: never loaded into another architecture."""
-    from abswin.launch import named_weights
+    from training.launch import named_weights
 
     assert named_weights(finetune_config(["model=hiera_b", "pretrained=hiera_base_224.mae_in1k"])).model == \
         "mae_hiera_base_224"

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from abswin.batch import Batch  # noqa: E402
-from abswin.training import (  # noqa: E402
+from training import (  # noqa: E402
     AtomicCheckpointIO,
     FinetuneModule,
     MAEPretrainModule,
@@ -258,7 +258,7 @@ def test_finetune_overfits_one_batch(tmp_path):
 
 
 def test_mixup_cutmix_soft_targets_images_and_video():
-    from abswin.training.finetune import MixupCutmix
+    from training.classifier_module import MixupCutmix
 
     torch.manual_seed(0)
     labels = torch.tensor([0, 1, 2, 3])
@@ -287,10 +287,10 @@ def test_compile_keeps_checkpoint_keys():
 
 
 def test_modules_built_from_the_config_see_plain_python():
-    """``abswin.launch.build`` is the one place OmegaConf becomes plain Python: a module built from a
+    """``training.launch.build`` is the one place OmegaConf becomes plain Python: a module built from a
     config node stores plain dicts and lists in its hyperparameters (checkpoints load weights_only)."""
     omegaconf = pytest.importorskip("omegaconf")
-    from abswin.launch import build, config_arguments
+    from training.launch import build, config_arguments
 
     args = dict(config_arguments("finetune", "module"), model_kwargs=dict(MODEL_KW), num_classes=NUM_CLASSES)
     module = build(omegaconf.OmegaConf.create(args))

@@ -10,12 +10,12 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("decord")
 
-from abswin.data.clip_sampling import eval_clip_indices, train_clip_indices  # noqa: E402
-from abswin.data.collate import collate_video_eval, collate_video_train  # noqa: E402
-from abswin.data.loading import SampleKey  # noqa: E402
-from abswin.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from abswin.data.video_decoding import _read_pyav, read_frames  # noqa: E402
-from abswin.data.video_index import read_index  # noqa: E402
+from datamodules.clip_sampling import eval_clip_indices, train_clip_indices  # noqa: E402
+from datamodules.collate import collate_video_eval, collate_video_train  # noqa: E402
+from datamodules.loading import SampleKey  # noqa: E402
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from datamodules.video_decoding import _read_pyav, read_frames  # noqa: E402
+from datamodules.video_index import read_index  # noqa: E402
 from data_modules import data_module  # noqa: E402
 
 STEP = 6  # frame i = x-gradient (0..80) + STEP * i: the frame number reads back from the intensity
@@ -140,7 +140,7 @@ def test_pyav_first_reads_the_same_frames(kinetics):
 def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
     import time
 
-    import abswin.data.video_decoding as video
+    import datamodules.video_decoding as video
 
     calls = []
 
@@ -193,7 +193,7 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
     inten = unnorm(clip)
     assert np.round(((inten - inten[0]).mean(dim=(1, 2)) / STEP).numpy()).astype(int).tolist() == [0, 3, 4, 4]
     # corrupt ones: None, logged, counted; the collate drops them (reports them) and repeats labels
-    with caplog.at_level(logging.WARNING, logger="abswin.data"):
+    with caplog.at_level(logging.WARNING, logger="datamodules"):
         assert ds[4] == (None, 0, 4) and ds[5] == (None, 1, 5)
     assert ds.num_skipped == 2 and "trunc.mp4" in caplog.text and "text.mp4" in caplog.text
     batch = collate_video_train([ds[i] for i in range(6)])
@@ -232,7 +232,7 @@ def test_train_loader_with_worker(kinetics):
 # ---------------------------------------------------------------------------- evaluation
 def test_eval_multiview_and_missing_reported(kinetics, caplog):
     m = dm(kinetics, batch_size=8)
-    with caplog.at_level(logging.WARNING, logger="abswin.data"):
+    with caplog.at_level(logging.WARNING, logger="datamodules"):
         batches = list(m.val_dataloader())
     assert len(batches) == 1
     batch = batches[0]

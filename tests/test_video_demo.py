@@ -17,12 +17,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 pytest.importorskip("decord")
-import abswin.data.video_demo as video_demo  # noqa: E402
-from abswin.launch import register_resolvers, run  # noqa: E402
-from abswin.data import build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
-from abswin.data.demo_cache import MARKER, build_once  # noqa: E402
-from abswin.data.video_decoding import _read_decord  # noqa: E402
-from abswin.data.video_demo import CLASSES, EXPECTED, PIECE, cut  # noqa: E402
+import datamodules.video_demo as video_demo  # noqa: E402
+from training.launch import register_resolvers, run  # noqa: E402
+from datamodules import build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
+from datamodules.demo_cache import MARKER, build_once  # noqa: E402
+from datamodules.video_decoding import _read_decord  # noqa: E402
+from datamodules.video_demo import CLASSES, EXPECTED, PIECE, cut  # noqa: E402
 from data_modules import data_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

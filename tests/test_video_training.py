@@ -13,12 +13,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import abswin
-from abswin.launch import register_resolvers, run
-from abswin.training import FinetuneModule, MAEPretrainModule
+from training.launch import register_resolvers, run
+from training import FinetuneModule, MAEPretrainModule
 
 pytest.importorskip("decord")
-from abswin.data import VideoDataModule  # noqa: E402
-from abswin.data.video_demo import write_mp4  # noqa: E402
+from datamodules import VideoDataModule  # noqa: E402
+from datamodules.video_demo import write_mp4  # noqa: E402
 from data_modules import data_module  # noqa: E402
 from modules import pretrain_module, finetune_module  # noqa: E402
 
@@ -169,7 +169,7 @@ def test_video_mae_reconstruction_picture_folds_the_target_layout():
     """The picture's patches are the MAE's own video targets, and fold back to the target's frames;
     the callback's picture shows the middle one (one row per clip)."""
     from abswin.analysis.reconstructions import frames_of
-    from abswin.training.callbacks import MAEReconstructionLogger
+    from training.callbacks import MAEReconstructionLogger
 
     mae = abswin.create_model("mae_hiera_atto_16x224", img_size=64, num_frames=8).eval()
     x = torch.randn(2, 3, 8, 64, 64)

@@ -1,5 +1,5 @@
 """DataLoader workers end with the training process, however it ends: workers come from a
-forkserver, and without abswin.data.loading.exit_with they outlived it forever, each holding
+forkserver, and without datamodules.loading.exit_with they outlived it forever, each holding
 hundreds of MiB (a test suite or a sweep ran the machine out of memory)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from launching import ROOT, _environ
 
 CHILD = """
 import os, sys, torch
-from abswin.data.loading import make_loader
+from datamodules.loading import make_loader
 loader = make_loader(list(range(64)), batch_size=4, collate=torch.utils.data.default_collate, num_workers=2,
                      pin_memory=False, persistent_workers=True)
 batches = iter(loader)

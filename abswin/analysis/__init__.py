@@ -1,5 +1,5 @@
 """Looking at a Hiera's position embedding and MAE reconstructions: the pictures and numbers behind
-``python -m abswin.analyze``, the training callbacks' W&B images and the notebooks.
+``python analyze.py``, the training callbacks' W&B images and the notebooks.
 
 * :mod:`.embeddings`: the embedding's parts at any token grid, window similarity, token similarity,
   and their pictures (the paper's Figs. 1-5);

@@ -2,7 +2,7 @@
 over them, tile grids, labels and PNG files.
 
 Pure torch and PIL (no matplotlib), so that the training callbacks, which have only the
-``[train]`` extra, draw the same pictures as ``python -m abswin.analyze`` and the notebooks.
+``[train]`` extra, draw the same pictures as ``python analyze.py`` and the notebooks.
 """
 
 from __future__ import annotations

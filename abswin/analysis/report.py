@@ -1,5 +1,5 @@
 """Everything about one model in a folder: the PNGs of :mod:`.embeddings` and :mod:`.reconstructions`
-and a ``report.md`` that shows them with the numbers (what ``python -m abswin.analyze`` writes)."""
+and a ``report.md`` that shows them with the numbers (what ``python analyze.py`` writes)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,56 @@
+"""Files -> batches (:class:`~abswin.batch.Batch`): images ``images float32 [B, 3, H, W]``
+(ImageNet-normalised) and ``labels int64 [B]``; videos: see :mod:`datamodules.video`.
+
+Knows nothing about models; every number is a constructor argument, given by a data config
+(``conf/data/*.yaml``, Hydra ``_target_``). The modules:
+
+* :mod:`~datamodules.datamodule`: the base data module (batch split, loaders, probing, resume state);
+* :mod:`~datamodules.loading`: samplers, per-sample seeding, DataLoader settings;
+* :mod:`~datamodules.files`: folder listing, class index files, the base data set (skip and count);
+* :mod:`~datamodules.collate`: data set items -> ``Batch``;
+* :mod:`~datamodules.transforms`: image decoding and the train/eval transforms;
+* :mod:`~datamodules.image_folder`: ImageNet-style folders;
+* :mod:`~datamodules.video_index`, :mod:`~datamodules.video_decoding`,
+  :mod:`~datamodules.clip_sampling`, :mod:`~datamodules.video`: Kinetics-style videos;
+* :mod:`~datamodules.demo_cache`, :mod:`~datamodules.demo`, :mod:`~datamodules.video_demo`: the
+  bundled demo sets, built once.
+"""
+from .collate import collate_images, collate_video_eval, collate_video_train
+from .datamodule import ShardedDataModule
+from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
+from .image_folder import ImageDataModule, ImageFolderDataset
+from .loading import ResumableSampler, SampleKey, ShardSampler
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
+from .video import VideoDataModule, VideoDataset
+from .video_decoding import read_frames
+from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
+
+collate_skip_none = collate_images  # the image collate's former name
+
+__all__ = [
+    "DEMO_ROOT_DEFAULT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DemoDataModule",
+    "ImageDataModule",
+    "ImageFolderDataset",
+    "RandAugmentMstd",
+    "ResumableSampler",
+    "SampleKey",
+    "ShardSampler",
+    "ShardedDataModule",
+    "build_demo_dataset",
+    "collate_images",
+    "collate_skip_none",
+    "collate_video_eval",
+    "collate_video_train",
+    "decode",
+    "eval_transform",
+    "train_transform",
+    "VideoDataModule",
+    "VideoDataset",
+    "read_frames",
+    "VideoDemoDataModule",
+    "build_video_demo_dataset",
+    "write_mp4",
+]

@@ -1,0 +1,258 @@
+"""The base of the image and video data modules: :class:`ShardedDataModule`.
+
+It owns what both need: the settings every data config gives (size, batch, workers, training
+augmentation, classes, seed), the GLOBAL batch split over devices and accumulation, the resumable
+training loader and the sharded evaluation loaders (:mod:`datamodules.loading`), the training
+position in checkpoints, the splits' readability probe and the count of skipped files. A subclass
+supplies its index (:meth:`~ShardedDataModule._read_classes`, :meth:`~ShardedDataModule._dataset`,
+:meth:`~ShardedDataModule._split_exists`), its decoding (its data set) and its collate functions.
+
+The constructors take plain Python (``hydra.utils.instantiate(..., _convert_="all")``); every
+recipe number has its only home in the data config (``conf/data/*.yaml``), so they have no
+defaults here. Only what the configs never set has one (split names, ``pin_memory``,
+``persistent_workers``).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from abswin.seeding import derive_seed
+from .files import FileDataset, check_readable
+from .loading import ResumableSampler, ShardSampler, check_full_batch, make_loader, split_global_batch
+from .transforms import mode_train_transform, randaug_settings
+
+log = logging.getLogger("datamodules")
+
+__all__ = ["MODES", "ShardedDataModule"]
+
+MODES = ("finetune", "pretrain")
+TRAIN_SUBSET_TAG = 0x7F2AC710  # derive_seed(seed, TRAIN_SUBSET_TAG): the train_fraction subset's stream
+
+
+def mode_scale(scale: Sequence[float] | Mapping[str, Sequence[float]], mode: str) -> tuple[float, float]:
+    """The RandomResizedCrop area range: ``scale`` itself, or ``scale[mode]`` for a mapping
+    ``{finetune: [lo, hi], pretrain: [lo, hi]}``."""
+    if isinstance(scale, Mapping):
+        if mode not in scale:
+            raise ValueError(f"data.scale has no entry for mode {mode!r}: {dict(scale)}")
+        scale = scale[mode]
+    lo, hi = (float(s) for s in scale)
+    return lo, hi
+
+
+class ShardedDataModule(pl.LightningDataModule):
+    """Files of one data set as training, validation and test loaders.
+
+    Args (every data config sets them: no defaults):
+        root: data set folder.
+        img_size: output size (square).
+        batch_size: GLOBAL batch (images, or videos); per device = ``batch_size // (world_size *
+            accumulate_grad_batches)`` (from the attached trainer, in :meth:`setup`); must divide exactly.
+        num_workers: loader processes per rank.
+        mode: ``"finetune"`` (RandAugment + RandomErasing) or ``"pretrain"`` (MAE: crop + flip only,
+            the val split optional).
+        crop_pct: evaluation resize of the short side to ``int(img_size / crop_pct)``.
+        scale: RandomResizedCrop area range, or ``{finetune: range, pretrain: range}``.
+        ratio: RandomResizedCrop aspect range.
+        hflip: horizontal flip probability.
+        randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob, randaug_num_bins:
+            :class:`~datamodules.transforms.RandAugmentMstd` (finetune only; ``randaug_mstd=None`` off).
+        random_erasing: RandomErasing probability (finetune only).
+        class_index: None, or a JSON ``{name: index}`` / text file (one name per line).
+        num_classes: None (from the class index or the train split), or the model's class count
+            (every label must be below it).
+        seed: loader seed: the training order and each sample's augmentation follow ``(seed, epoch,
+            index)``; None: drawn from the global torch RNG (``seed_everything``).
+    Keyword-only (no config sets them): ``train_split``, ``val_split``, ``test_split`` (None: test
+    on the val split), ``pin_memory`` (only when CUDA is available), ``persistent_workers`` (None:
+    ``num_workers > 0``).
+    """
+
+    root_hint = "set data.root=/path/to/data"
+    collate_train: Callable
+    collate_eval: Callable
+
+    def __init__(self, root: str | None, img_size: int, batch_size: int, num_workers: int, mode: str,
+                 crop_pct: float, scale: Sequence[float] | Mapping[str, Sequence[float]], ratio: Sequence[float],
+                 hflip: float, randaug_num_ops: int, randaug_magnitude: float, randaug_mstd: float | None,
+                 randaug_op_prob: float, randaug_num_bins: int, random_erasing: float, class_index: str | None,
+                 num_classes: int | None, seed: int | None, train_fraction: float, *, train_split: str = "train",
+                 val_split: str | None = "val", test_split: str | None = None, pin_memory: bool = True,
+                 persistent_workers: bool | None = None) -> None:
+        super().__init__()
+        if not 0.0 < float(train_fraction) <= 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'finetune' or 'pretrain', got {mode!r}")
+        if root is None:
+            raise FileNotFoundError(f"data root not set ({self.root_hint})")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data root not found: {self.root} ({self.root_hint})")
+        self.img_size = int(img_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.mode = mode
+        self.crop_pct = float(crop_pct)
+        self.scale = mode_scale(scale, mode)
+        self.ratio = tuple(float(r) for r in ratio)
+        self.hflip = float(hflip)
+        self.randaug = randaug_settings(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
+                                        randaug_num_bins)
+        self.random_erasing = float(random_erasing)
+        self.class_index = class_index
+        self.seed = seed
+        self.train_fraction = float(train_fraction)
+        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = self.num_workers > 0 if persistent_workers is None else bool(persistent_workers)
+
+        self.class_to_idx, implied = self._read_classes()
+        if num_classes is not None:
+            self.num_classes = int(num_classes)
+        elif self.class_to_idx is not None:
+            self.num_classes = max(self.class_to_idx.values()) + 1
+        else:
+            self.num_classes = int(implied)
+        if self.class_to_idx is None:
+            self.classes = [str(i) for i in range(self.num_classes)]
+        else:
+            self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
+            for name, index in self.class_to_idx.items():
+                if not 0 <= index < self.num_classes:
+                    raise ValueError(f"class {name!r} has index {index}, out of range [0, {self.num_classes}) "
+                                     f"(data.num_classes={num_classes}, data.class_index={class_index})")
+
+        self.per_device_batch_size = self.batch_size
+        self.world_size, self.rank = 1, 0
+        self.train_set: FileDataset | None = None
+        self.val_set: FileDataset | None = None
+        self.test_set: FileDataset | None = None
+        self._train_sampler: ResumableSampler | None = None
+        self._resume_position: dict | None = None
+
+    # ------------------------------------------------------------------ what a subclass gives
+    def _read_classes(self) -> tuple[dict[str, int] | None, int | None]:
+        """Read the train split's index (an error now, not at setup); return the class mapping
+        (None: integer labels used as they are) and, without a mapping, the class count they imply."""
+        raise NotImplementedError
+
+    def _dataset(self, split: str, train: bool) -> FileDataset:
+        """The split's data set (``train``: with the training transform)."""
+        raise NotImplementedError
+
+    def _split_exists(self, split: str) -> bool:
+        raise NotImplementedError
+
+    def _eval_batch_size(self) -> int:
+        return self.per_device_batch_size
+
+    def train_transform(self):
+        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug,
+                                    self.random_erasing)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Split the batch over the trainer's devices; build (and probe) the splits once."""
+        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
+            getattr(self, "trainer", None), self.batch_size)
+        if self.train_set is None:
+            self.train_set = self._probed(self.train_split, train=True)
+        if self.val_set is None and self.val_split is not None:
+            if self.mode == "pretrain" and not self._split_exists(self.val_split):
+                log.info("no %s split in %s: pretraining without validation", self.val_split, self.root)
+            else:
+                self.val_set = self._probed(self.val_split, train=False)
+        if self.test_set is None and self.test_split is not None and self._split_exists(self.test_split):
+            self.test_set = self._probed(self.test_split, train=False)
+
+    def _probed(self, split: str, train: bool) -> FileDataset:
+        """The split's data set, after a probe that some of its files decode (:func:`check_readable`)."""
+        dataset = self._dataset(split, train)
+        if train and self.train_fraction < 1.0:
+            self._keep_fraction(dataset)
+        check_readable(dataset)
+        return dataset
+
+    def _seed(self) -> int:
+        """``seed``, or with ``seed=None`` one from torch's current seed (read at each call: the
+        training step reseeds torch)."""
+        return int(self.seed) if self.seed is not None else int(torch.initial_seed() % 2**31)
+
+    def _keep_fraction(self, dataset: FileDataset) -> None:
+        """Keep ``train_fraction`` of each class of the training split, in place (see the class doc);
+        the kept samples stay in their original order."""
+        seed = self._seed()
+        rng = np.random.default_rng(derive_seed(seed, TRAIN_SUBSET_TAG))
+        keep = []
+        for label in np.unique(dataset.labels):
+            members = np.flatnonzero(dataset.labels == label)
+            k = max(1, int(round(self.train_fraction * len(members))))
+            keep.append(rng.permutation(members)[:k])
+        keep = np.sort(np.concatenate(keep))
+        log.info("training on %d of %d %s samples (data.train_fraction=%g, stratified by class)", len(keep),
+                 len(dataset), self.train_split, self.train_fraction)
+        dataset.paths, dataset.labels = dataset.paths[keep], dataset.labels[keep]
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        """Full batches only, in the resumable order; the data set seeds each sample's augmentation
+        from ``(seed, epoch, index)``."""
+        if self.train_set is None:
+            self.setup("fit")
+        dataset = self.train_set
+        check_full_batch(len(dataset), self.batch_size, self.per_device_batch_size, self.world_size)
+        dataset.seed = self._seed()
+        sampler = ResumableSampler(len(dataset), self.world_size, self.rank, self.per_device_batch_size,
+                                   dataset.seed)
+        if self._resume_position is not None:
+            sampler.start(self._resume_position["epoch"], self._resume_position["batches_done"])
+            log.info("training data resumes at epoch %d, batch %d", sampler.epoch, sampler._skip_batches)
+            self._resume_position = None
+        self._train_sampler = sampler
+        return make_loader(dataset, self.per_device_batch_size, self.collate_train, self.num_workers,
+                           self.pin_memory, self.persistent_workers, sampler=sampler)
+
+    def _eval_loader(self, dataset: FileDataset | None):
+        if dataset is None:
+            return []
+        return make_loader(dataset, self._eval_batch_size(), self.collate_eval, self.num_workers,
+                           self.pin_memory, self.persistent_workers,
+                           sampler=ShardSampler(dataset, self.world_size, self.rank))
+
+    def val_dataloader(self):
+        if self.train_set is None:
+            self.setup("validate")
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self):
+        """The test split when it exists, else the val split."""
+        if self.train_set is None:
+            self.setup("test")
+        return self._eval_loader(self.test_set if self.test_set is not None else self.val_set)
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable files skipped in this process (all of them with ``num_workers=0``; with
+        workers each worker counts and logs its own)."""
+        return sum(d.num_skipped for d in (self.train_set, self.val_set, self.test_set) if d is not None)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict:
+        """The training position when the checkpoint is written: the epoch and how many of its
+        batches were trained (the batch being finished counts: checkpoints are written after it)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done)}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_position = state_dict.get("train_position")

@@ -1,0 +1,125 @@
+"""ImageNet-style folders (``ROOT/SPLIT/CLASS/*.JPEG``) as a LightningDataModule.
+
+Batches (:class:`~abswin.batch.Batch`, built by :func:`~datamodules.collate.collate_images`):
+``images`` float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std, ``labels`` int64 ``[B]``,
+``missing`` the data-set indices of the batch's unreadable images (which ``val/missing`` counts).
+The batch split, loaders, sharding and resuming are :class:`~datamodules.datamodule.ShardedDataModule`'s.
+The data rules (README "Data") are checked when the index is built.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .collate import collate_images
+from .datamodule import ShardedDataModule
+from .files import FileDataset, class_dirs, list_files, load_class_index
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform
+
+log = logging.getLogger("datamodules")
+
+IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ROOT_HINT = "set data.root=/path/to/imagenet"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
+def list_split(split_dir: Path) -> dict[str, list[str]]:
+    """Class folder -> its image file names, for the class folders of ``split_dir`` that hold at
+    least one image; empty ones are logged (one line) and are not classes. One-line
+    FileNotFoundError when no class folder holds an image."""
+    listing = {name: list_files(split_dir / name, IMG_EXTENSIONS) for name in class_dirs(split_dir)}
+    empty = [name for name, files in listing.items() if not files]
+    if empty:
+        log.warning("%d class folder(s) in %s hold no images and are not classes: %s", len(empty), split_dir,
+                    _names(empty))
+    listing = {name: files for name, files in listing.items() if files}
+    if not listing:
+        raise FileNotFoundError(f"no images in {split_dir} ({ROOT_HINT} with CLASS/*.JPEG files)")
+    return listing
+
+
+def check_split_dir(root: str | os.PathLike, split: str) -> Path:
+    """``root/split`` as a Path; a one-line FileNotFoundError when the root or the split folder is
+    missing."""
+    root_p = Path(root).expanduser()
+    if not root_p.is_dir():
+        raise FileNotFoundError(f"data root not found: {root_p} ({ROOT_HINT})")
+    split_dir = root_p / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder not found: {split_dir} ({ROOT_HINT} with {split}/CLASS/*.JPEG)")
+    return split_dir
+
+
+class ImageFolderDataset(FileDataset):
+    """Images in ``split_dir/CLASS/*`` with labels from ``class_to_idx``; items ``(image [3, S, S]
+    or None, label, index)`` (see :class:`~datamodules.files.FileDataset`). Class folders not in
+    ``class_to_idx`` are logged and ignored. ``listing``: :func:`list_split` of ``split_dir`` when
+    already done."""
+
+    kind = "image"
+
+    def __init__(self, split_dir: str | os.PathLike, class_to_idx: dict[str, int], transform: Callable | None,
+                 *, train: bool, listing: dict[str, list[str]] | None = None) -> None:
+        split_dir = Path(split_dir)
+        if listing is None:
+            listing = list_split(split_dir)
+        ignored = sorted(set(listing) - set(class_to_idx))
+        if ignored:
+            log.warning("%d class folder(s) in %s are not in the class index and are ignored: %s", len(ignored),
+                        split_dir, _names(ignored))
+        paths: list[str] = []
+        labels: list[int] = []
+        for name in sorted(set(listing) & set(class_to_idx)):
+            paths += [f"{name}/{f}" for f in listing[name]]
+            labels += [class_to_idx[name]] * len(listing[name])
+        if not paths:
+            raise FileNotFoundError(f"no images of the class index's classes in {split_dir} ({ROOT_HINT})")
+        super().__init__(split_dir, paths, labels, train=train, source=split_dir)
+        self.split_dir = split_dir
+        self.class_to_idx = dict(class_to_idx)
+        self.transform = transform
+
+    def read(self, index: int) -> torch.Tensor:
+        """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable."""
+        with open(self.path(index), "rb") as f:
+            return decode(f.read())
+
+    def process(self, image: torch.Tensor) -> torch.Tensor:
+        return image if self.transform is None else self.transform(image)
+
+
+class ImageDataModule(ShardedDataModule):
+    """ImageNet-style folders ``root/{train_split,val_split}/CLASS/*``; ``test_dataloader`` uses the
+    val split. Arguments: :class:`~datamodules.datamodule.ShardedDataModule`'s. Without a
+    ``class_index`` the classes are the train split's class folders that hold images (sorted)."""
+
+    root_hint = ROOT_HINT
+    collate_train = staticmethod(collate_images)
+    collate_eval = staticmethod(collate_images)
+
+    def _read_classes(self) -> tuple[dict[str, int], None]:
+        self._train_listing = list_split(check_split_dir(self.root, self.train_split))  # until setup uses it
+        if self.class_index is not None:
+            return load_class_index(self.class_index, self.root), None
+        return {name: i for i, name in enumerate(sorted(self._train_listing))}, None
+
+    def _split_exists(self, split: str) -> bool:
+        return (self.root / split).is_dir()
+
+    def eval_transform(self):
+        return eval_transform(self.img_size, self.crop_pct, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def _dataset(self, split: str, train: bool) -> ImageFolderDataset:
+        listing = None
+        if train:  # the listing read at construction, used once
+            listing, self._train_listing = self._train_listing, None
+        transform = self.train_transform() if train else self.eval_transform()
+        return ImageFolderDataset(check_split_dir(self.root, split), self.class_to_idx, transform, train=train,
+                                  listing=listing)

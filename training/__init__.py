@@ -1,0 +1,45 @@
+"""Lightning training: MAE pretraining and finetuning modules, callbacks, checkpoint IO, W&B.
+
+Modules know models and batches (``(images, labels)``), never files or configs; every number
+is a constructor argument, so Hydra can instantiate them with ``_target_``.
+"""
+
+from .module_base import NonFiniteError
+from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, WindowSimilarityLogger
+from .atomic_save import AtomicCheckpointIO
+from .ddp import DDPStrategy, DistributedFailure
+from .classifier_module import FinetuneModule
+from .preemption import Preempted, PreemptionCheckpoint
+from .mae_module import MAEPretrainModule
+from .interval_checkpoint import RunCheckpoint
+from .schedule import WarmupCosine, build_lr_scheduler, schedule_steps
+from .wandb_logger import (
+    configure_wandb_env,
+    get_or_create_run_id,
+    make_wandb_logger,
+    read_run_id,
+    write_run_id,
+)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "DDPStrategy",
+    "DistributedFailure",
+    "FinetuneModule",
+    "MAEPretrainModule",
+    "MAEReconstructionLogger",
+    "NonFiniteError",
+    "PosEmbedImageLogger",
+    "Preempted",
+    "PreemptionCheckpoint",
+    "RunCheckpoint",
+    "WarmupCosine",
+    "WindowSimilarityLogger",
+    "build_lr_scheduler",
+    "configure_wandb_env",
+    "get_or_create_run_id",
+    "make_wandb_logger",
+    "read_run_id",
+    "schedule_steps",
+    "write_run_id",
+]

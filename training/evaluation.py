@@ -1,0 +1,129 @@
+"""`eval.py`: evaluate a classifier checkpoint (ours, official Hiera, timm, or a
+named published one) on a data module's validation split at any image size and frame count.
+
+The model is built as the checkpoint was trained: its position-embedding mode (``absolute`` or
+``abswin``) and shapes come from the file, so loading resizes them the way that mode dictates
+(naive interpolation for ``absolute``; tiled window + interpolated global for ``abswin``; linear
+in time for video). The sizes come from the config (``data.img_size``, ``data.num_frames``).
+
+Evaluation is :class:`~training.FinetuneModule`'s own validation: the same loaders,
+precision and multi-view protocol as ``finetune.py``, every sample counted once under DDP, so the
+numbers equal what finetuning logged for the same checkpoint and size.
+
+``python eval.py -m pretrained=X data.img_size=224,256,320`` writes one row per job into
+``results.json`` and keeps ``table.md`` / ``table.csv`` of every job so far beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+from .launch import DATA_DESCRIPTION, build, build_logger, check_whole_numbers, guarded
+
+if TYPE_CHECKING:
+    from abswin.checkpoint import Architecture
+
+log = logging.getLogger("abswin")
+
+COLUMNS = ("checkpoint", "img_size", "num_frames", "top1", "top5", "samples", "missing", "seconds")
+
+
+def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
+    """The file to evaluate and, for a published name, the registry model it builds."""
+    from abswin.pretrained import fetch_pretrained, lookup
+
+    weights = lookup(pretrained)
+    if weights is not None:
+        return fetch_pretrained(weights.name), weights.model
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained={pretrained}: no such file (or a name of abswin.list_pretrained())")
+    return path, None
+
+
+def classifier_arguments(cfg: DictConfig, arch: Architecture, num_classes_in_data: int,
+                         published_model: str | None) -> dict:
+    """The FinetuneModule arguments of the config, with the network the checkpoint holds."""
+    if arch.num_classes == 0:
+        kind = "an MAE" if arch.mae else "an encoder-only"
+        raise ValueError(f"pretrained={cfg.pretrained} has no classifier head ({kind} checkpoint): evaluate a "
+                         f"finetuned one, or finetune it first (finetune.py pretrained={cfg.pretrained})")
+    if arch.video != (cfg.data.input == "video"):
+        want = "a video data set (data=video, data=k400)" if arch.video else "an image data set"
+        raise ValueError(f"pretrained={cfg.pretrained} is a {'video' if arch.video else 'image'} model: "
+                         f"evaluate it on {want}, not data={cfg.data.name}")
+    if arch.num_classes != num_classes_in_data:
+        raise ValueError(f"pretrained={cfg.pretrained} predicts {arch.num_classes} classes but data={cfg.data.name} "
+                         f"has {num_classes_in_data}")
+    args = OmegaConf.to_container(cfg.module, resolve=True)
+    model_name = arch.model_name or published_model or args["model_name"]  # the config's follows data.input
+    kwargs = dict(args["model_kwargs"], **arch.model_options())
+    kwargs.update(img_size=cfg.data.img_size, num_frames=OmegaConf.select(cfg, "data.num_frames"))
+    args.update(model_name=model_name, model_kwargs=kwargs, num_classes=arch.num_classes)
+    return args
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.pretrained`` as configured; returns the metrics (also in results.json)."""
+    import lightning.pytorch as pl
+
+    from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
+
+    check_whole_numbers(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    path, published_model = local_checkpoint(str(cfg.pretrained))
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build(cfg.data, exclude=DATA_DESCRIPTION)
+    checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
+    arch = read_architecture(path, checkpoint)
+    module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
+    log.info("evaluating %s", path)
+    load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report
+    del checkpoint
+
+    trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
+    start = time.perf_counter()
+    metrics = guarded(trainer, lambda: trainer.validate(module, datamodule=datamodule, verbose=False))
+    if trainer.is_global_zero:
+        row = {"checkpoint": str(cfg.pretrained), "img_size": cfg.data.img_size,
+               "num_frames": OmegaConf.select(cfg, "data.num_frames"), "top1": 100 * metrics["val/acc1"],
+               "top5": 100 * metrics["val/acc5"], "samples": int(metrics["val/samples"]),
+               "missing": int(metrics["val/missing"]), "seconds": time.perf_counter() - start}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "row": row}, indent=2))
+        print(write_table(table_dir(run_dir)), flush=True)
+    return metrics
+
+
+def table_dir(run_dir: Path) -> Path:
+    """The sweep folder of a ``-m`` job (its rows are gathered there), else the run folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return Path(HydraConfig.get().sweep.dir)
+    return run_dir
+
+
+def write_table(folder: Path) -> str:
+    """Gather the rows of every results.json in ``folder`` (and one level below) into table.md and
+    table.csv there; returns the Markdown table."""
+    rows = [json.loads(p.read_text())["row"] for p in sorted(folder.glob("results.json")) + sorted(folder.glob("*/results.json"))]
+    rows.sort(key=lambda r: (r["checkpoint"], r["num_frames"] or 0, r["img_size"]))
+    with open(folder / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    cells = [[r["checkpoint"], str(r["img_size"]), "-" if r["num_frames"] is None else str(r["num_frames"]),
+              f"{r['top1']:.2f}", f"{r['top5']:.2f}", str(r["samples"]), str(r["missing"]), f"{r['seconds']:.1f}"]
+             for r in rows]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(c) + " |" for c in cells]
+    text = "\n".join(lines)
+    (folder / "table.md").write_text(text + "\n")
+    return text
