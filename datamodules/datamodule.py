@@ -36,6 +36,15 @@ MODES = ("finetune", "pretrain")
 TRAIN_SUBSET_TAG = 0x7F2AC710  # derive_seed(seed, TRAIN_SUBSET_TAG): the train_fraction subset's stream
 
 
+def batches_done(trainer) -> int:
+    """Training batches done in the current epoch, the one being finished included. Lightning's
+    private API (the one use in the data modules, which do not import training/): the count is kept
+    by ``trainer.fit_loop.epoch_loop.batch_progress``, attributes of private classes (``_FitLoop``,
+    ``_TrainingEpochLoop``, ``_BatchProgress``); no public Trainer property gives it.
+    tests/test_lightning_private.py checks it for every Lightning release."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
 def mode_scale(scale: Sequence[float] | Mapping[str, Sequence[float]], mode: str) -> tuple[float, float]:
     """The RandomResizedCrop area range: ``scale`` itself, or ``scale[mode]`` for a mapping
     ``{finetune: [lo, hi], pretrain: [lo, hi]}``."""
@@ -251,7 +260,7 @@ class ShardedDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or self._train_sampler is None:
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = batches_done(trainer)
         return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done)}}
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 import abswin
 from abswin import CheckpointError
 from datamodules import collate_images
-from training import FinetuneModule, NonFiniteError, RunCheckpoint
+from training import FinetuneModule, NonFiniteError, NonFiniteGuard, RunCheckpoint
 from modules import finetune_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,31 +32,93 @@ def _nan_grads(module: FinetuneModule) -> None:
         p.grad = torch.full_like(p, float("nan"))
 
 
-def test_a_nan_gradient_stops_or_is_skipped_as_configured():
-    stop = _module()
-    _nan_grads(stop)
-    with pytest.raises(NonFiniteError, match=r"^step 0: the loss is nan and the gradient norm nan"):
-        stop.on_before_optimizer_step(None)
+TRAINER = SimpleNamespace(global_step=0, precision_plugin=SimpleNamespace())  # what the guard reads
 
-    skip = _module(max_nonfinite_skips=2)
+
+def test_a_nan_gradient_stops_or_is_skipped_as_configured():
+    module = _module()
+    _nan_grads(module)
+    with pytest.raises(NonFiniteError, match=r"^step 0: the loss is nan and the gradient norm nan: .*"
+                                             r"skip such steps with callbacks\.nonfinite\.max_skips=N\)$"):
+        NonFiniteGuard(max_skips=0).on_before_optimizer_step(TRAINER, module, None)
+
+    guard = NonFiniteGuard(max_skips=2)
     for _ in range(2):  # skipped: no gradient left, so AdamW leaves every weight as it is
-        _nan_grads(skip)
-        skip.on_before_optimizer_step(None)
-        assert all(p.grad is None for p in skip.parameters())
-    _nan_grads(skip)
+        _nan_grads(module)
+        guard.on_before_optimizer_step(TRAINER, module, None)
+        assert all(p.grad is None for p in module.parameters())
+    _nan_grads(module)
     with pytest.raises(NonFiniteError):
-        skip.on_before_optimizer_step(None)
+        guard.on_before_optimizer_step(TRAINER, module, None)
+
+    for p in module.parameters():  # a finite gradient is left alone
+        p.grad = torch.ones_like(p)
+    NonFiniteGuard(max_skips=0).on_before_optimizer_step(TRAINER, module, None)
+    assert all(p.grad is not None for p in module.parameters())
+    with pytest.raises(ValueError, match="max_skips=-1"):
+        NonFiniteGuard(max_skips=-1)
+
+
+def _loader(n: int = 8):
+    images = torch.randn(n, 3, 64, 64)
+    items = list(zip(images, (torch.arange(n) % 3).tolist(), range(n)))  # (image, label, index)
+    return torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate_images)
+
+
+class NaNGradientAt(pl.Callback):
+    """Makes the gradient of the given global steps NaN."""
+
+    def __init__(self, steps):
+        self.steps = set(steps)
+
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.global_step in self.steps:
+            _nan_grads(pl_module)
+
+
+def _fit(tmp_path, guard, nan_steps, max_steps, ckpt_path=None):
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=[NaNGradientAt(nan_steps), guard, RunCheckpoint(dirpath=tmp_path, filename="last",
+                                                                                every_n_train_steps=1,
+                                                                                enable_version_counter=False)])
+    trainer.fit(_module(), train_dataloaders=_loader(), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.filterwarnings("ignore:.*step skipped")
+def test_the_skip_count_survives_a_resume(tmp_path):
+    """max_skips is for the whole run: a resumed run continues the count in last.ckpt."""
+    guard = NonFiniteGuard(max_skips=2)
+    _fit(tmp_path, guard, nan_steps={1}, max_steps=3)
+    assert guard.skipped == 1
+    last = tmp_path / "last.ckpt"
+    assert torch.load(last, weights_only=True)["callbacks"]["NonFiniteGuard"] == {"skipped": 1}
+
+    resumed = NonFiniteGuard(max_skips=2)  # one more skip is left, not two
+    with pytest.raises(NonFiniteError, match="^step 5: "):
+        _fit(tmp_path, resumed, nan_steps={4, 5}, max_steps=8, ckpt_path=str(last))
+    assert resumed.skipped == 2
+
+    # a checkpoint of before the guard was a callback: the count beside the step seed
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["callbacks"]["NonFiniteGuard"]
+    ckpt["step_seed"] = {"base": 0, "micro_step": 0, "nonfinite_skipped": 2}
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(ckpt, legacy)
+    older = NonFiniteGuard(max_skips=2)
+    with pytest.raises(NonFiniteError, match="^step 6: "):
+        _fit(tmp_path, older, nan_steps={6}, max_steps=8, ckpt_path=str(legacy))
+    assert older.skipped == 2
 
 
 def test_nan_weights_are_never_written_over_a_good_checkpoint(tmp_path):
-    images = torch.randn(8, 3, 64, 64)
-    items = list(zip(images, (torch.arange(8) % 3).tolist(), range(8)))  # (image, label, index)
-    loader = torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate_images)
     module = _module()
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                         callbacks=[RunCheckpoint(dirpath=tmp_path, filename="last", enable_version_counter=False)])
-    trainer.fit(module, train_dataloaders=loader)
+                         callbacks=[NonFiniteGuard(max_skips=0),
+                                    RunCheckpoint(dirpath=tmp_path, filename="last", enable_version_counter=False)])
+    trainer.fit(module, train_dataloaders=_loader())
     last = tmp_path / "last.ckpt"
     before = last.read_bytes()
     with torch.no_grad():

@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,13 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from abswin.batch import Batch  # noqa: E402
 from training import (  # noqa: E402
     AtomicCheckpointIO,
+    ExactResume,
     FinetuneModule,
+    LearningRateLogger,
     MAEPretrainModule,
     MAEReconstructionLogger,
     PosEmbedImageLogger,
+    ThroughputLogger,
     WarmupCosine,
     WindowSimilarityLogger,
     configure_wandb_env,
@@ -145,15 +149,22 @@ def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
     logger = CSVLogger(str(tmp_path), name="mae")
     t = trainer(tmp_path, max_epochs=2, logger=logger, callbacks=[
         rec, WindowSimilarityLogger(), PosEmbedImageLogger(every_n_epochs=2), MAEReconstructionLogger(every_n_epochs=2),
+        LearningRateLogger(logging_interval="step"), ThroughputLogger(), ExactResume(step_seed=True),
     ])
     t.fit(module, datamodule=TinyData())  # 2 steps per epoch: warmup 2 steps, 4 in all
     # warmup from 0 over one epoch, then cosine to min_lr=0
     assert rec.lrs == pytest.approx([0.0, 0.5 * lr, lr, 0.5 * lr])
     assert all(math.isfinite(x) for x in rec.losses)
     m = read_csv_metrics(logger)
-    for key in ("train/loss", "train/lr", "train/throughput", "val/loss", "pos_embed/window_similarity"):
+    for key in ("train/loss", "train/throughput", "val/loss", "pos_embed/window_similarity"):
         assert key in m and all(math.isfinite(v) for v in m[key]), key
-    assert m["train/lr"] == pytest.approx(rec.lrs[:len(m["train/lr"])])
+    # the lr monitor: one metric per parameter group (layer x weight decay), the peak lr the schedule's
+    lrs = {k: v for k, v in m.items() if k.startswith("train/lr/")}
+    last = len(module.model.blocks) + 1
+    assert {"train/lr/layer00", "train/lr/layer00_no_wd", f"train/lr/layer{last:02d}"} <= set(lrs), sorted(lrs)
+    assert len({len(v) for v in lrs.values()}) == 1 and all(len(v) == len(rec.lrs) for v in lrs.values())
+    assert [max(step) for step in zip(*lrs.values())] == pytest.approx(rec.lrs)
+    assert lrs[f"train/lr/layer{last:02d}"] == pytest.approx(rec.lrs)  # no layer decay: every layer the same
     assert len(m["val/loss"]) == 2
     plots = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert plots == ["mae_reconstruction_epoch0001.png", "pos_embed_channels_epoch0001.png"]
@@ -164,7 +175,8 @@ def test_mae_pretrain_runs_logs_and_warms_up(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     assert ckpt["hyper_parameters"]["model_kwargs"] == MODEL_KW
-    assert "rng_states" in ckpt
+    assert {"step_seed", "max_nonfinite_skips"}.isdisjoint(ckpt["hyper_parameters"])  # the callbacks' settings
+    assert ckpt["callbacks"]["ExactResume"]["batches"] == 4 and "rng_states" in ckpt["callbacks"]["ExactResume"]
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -290,7 +302,7 @@ def test_modules_built_from_the_config_see_plain_python():
     """``training.launch.build`` is the one place OmegaConf becomes plain Python: a module built from a
     config node stores plain dicts and lists in its hyperparameters (checkpoints load weights_only)."""
     omegaconf = pytest.importorskip("omegaconf")
-    from training.launch import build, config_arguments
+    from training.config import build, config_arguments
 
     args = dict(config_arguments("finetune", "module"), model_kwargs=dict(MODEL_KW), num_classes=NUM_CLASSES)
     module = build(omegaconf.OmegaConf.create(args))
@@ -298,6 +310,22 @@ def test_modules_built_from_the_config_see_plain_python():
 
 
 # ---------------------------------------------------------------------------------------- resume
+class Draws(pl.Callback):
+    """Random numbers outside the training step: a numpy draw before every batch (exact after a
+    resume only if the RNG states are restored); ``extra``: torch draws after every validation, as
+    only the straight run makes them (harmless only with the per-step seed)."""
+
+    def __init__(self, extra: bool = False):
+        self.extra, self.values = extra, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.values.append(float(np.random.rand()))
+
+    def on_validation_end(self, trainer, pl_module):
+        if self.extra:
+            torch.rand(8)
+
+
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 def test_resume_is_exact(tmp_path):
     """4 steps straight == 2 steps, checkpoint, resume to 4 — with dropout, drop path and
@@ -306,29 +334,64 @@ def test_resume_is_exact(tmp_path):
     def run(root, ckpt_path=None, callbacks=()):
         pl.seed_everything(0, workers=True)
         module = finetune(model_kwargs=dict(MODEL_KW, head_dropout=0.3, drop_path_rate=0.1), warmup_epochs=1)
-        t = trainer(root, max_steps=4, plugins=[AtomicCheckpointIO()], callbacks=list(callbacks),
-                    enable_checkpointing=bool(callbacks))
+        t = trainer(root, max_steps=4, plugins=[AtomicCheckpointIO()], callbacks=[ExactResume(step_seed=True), *callbacks],
+                    enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
         t.fit(module, datamodule=TinyData(), ckpt_path=ckpt_path)
         return module
 
+    def same_weights(a, b):
+        a, b = a.model.state_dict(), b.model.state_dict()
+        assert a.keys() == b.keys()
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, differ
+
     ckpt_dir = tmp_path / "ckpt"
     saver = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=2, save_top_k=-1)
-    straight = run(tmp_path / "a", callbacks=[saver])
+    draws = Draws(extra=True)
+    straight = run(tmp_path / "a", callbacks=[saver, draws])
     mid = ckpt_dir / "step=2.ckpt"
     assert mid.is_file()
     ckpt = torch.load(mid, weights_only=True)
-    assert ckpt["global_step"] == 2 and "rng_states" in ckpt
+    assert ckpt["global_step"] == 2 and ckpt["callbacks"]["ExactResume"]["batches"] == 2
 
     restored = FinetuneModule.load_from_checkpoint(mid, weights_only=True)  # hparams rebuild the module
     assert torch.equal(restored.model.head.projection.weight, ckpt["state_dict"]["model.head.projection.weight"])
 
-    resumed = run(tmp_path / "b", ckpt_path=str(mid))
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not differ, differ
+    again = Draws()
+    same_weights(straight, run(tmp_path / "b", ckpt_path=str(mid), callbacks=[again]))
+    assert len(draws.values) == 4 and again.values == draws.values[2:]  # the numpy state came back
+
+    # a checkpoint of before the random state was a callback's: the same state at the top level
+    state = ckpt["callbacks"].pop("ExactResume")
+    ckpt["rng_states"] = state["rng_states"]
+    ckpt["step_seed"] = {"base": state["seed_base"], "micro_step": state["batches"], "nonfinite_skipped": 0}
+    torch.save(ckpt, tmp_path / "legacy.ckpt")
+    same_weights(straight, run(tmp_path / "c", ckpt_path=str(tmp_path / "legacy.ckpt")))
     # and the run really moved past the checkpoint
-    assert not torch.equal(ckpt["state_dict"]["model.head.projection.weight"], a["head.projection.weight"])
+    assert not torch.equal(ckpt["state_dict"]["model.head.projection.weight"], straight.model.head.projection.weight)
+
+
+def test_throughput_counts_samples_of_every_rank_videos_once():
+    """train/throughput: samples per second, a video once however many clips it gives, times the ranks."""
+    from types import SimpleNamespace
+
+    logged = {}
+    module = SimpleNamespace(log=lambda key, value, **kw: logged.update({key: value}))
+    t = SimpleNamespace(log_every_n_steps=2, world_size=2)
+    clips = Batch(torch.zeros(6, 3, 2, 8, 8), torch.zeros(6, dtype=torch.long), clips_per_sample=3)  # 2 videos
+    cb = ThroughputLogger()
+    cb.on_train_epoch_start(t, module)
+    cb.on_train_batch_start(t, module, clips, 0)
+    cb._last -= 1.0  # the batch took 1 s
+    cb.on_train_batch_end(t, module, None, clips, 0)
+    assert logged["train/throughput"] == pytest.approx(4.0, rel=0.05)  # 2 videos x 2 ranks in 1 s
+
+
+def test_the_lr_monitor_without_a_logger_stays_quiet(tmp_path):
+    """logger=none: Lightning's LearningRateMonitor would refuse to start; ours trains without it."""
+    t = trainer(tmp_path, max_steps=1, limit_val_batches=0, callbacks=[LearningRateLogger(logging_interval="step")])
+    t.fit(finetune(), datamodule=TinyData(n_train=4))
+    assert t.global_step == 1
 
 
 # ---------------------------------------------------------------------------------------- checkpoint IO

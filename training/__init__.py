@@ -1,17 +1,27 @@
 """Lightning training: MAE pretraining and finetuning modules, callbacks, checkpoint IO, W&B.
 
 Modules know models and batches (``(images, labels)``), never files or configs; every number
-is a constructor argument, so Hydra can instantiate them with ``_target_``.
+is a constructor argument, so Hydra can instantiate them with ``_target_``. What happens around
+the steps is a callback (:mod:`training.callbacks`), selected in ``conf/callbacks/``.
 """
 
-from .module_base import NonFiniteError
-from .callbacks import MAEReconstructionLogger, PosEmbedImageLogger, WindowSimilarityLogger
+from .callbacks import (
+    ExactResume,
+    LearningRateLogger,
+    MAEReconstructionLogger,
+    NonFiniteError,
+    NonFiniteGuard,
+    PosEmbedImageLogger,
+    Preempted,
+    PreemptionCheckpoint,
+    RunCheckpoint,
+    ThroughputLogger,
+    WindowSimilarityLogger,
+)
 from .atomic_save import AtomicCheckpointIO
 from .ddp import DDPStrategy, DistributedFailure
 from .classifier_module import FinetuneModule
-from .preemption import Preempted, PreemptionCheckpoint
 from .mae_module import MAEPretrainModule
-from .interval_checkpoint import RunCheckpoint
 from .schedule import WarmupCosine, build_lr_scheduler, schedule_steps
 from .wandb_logger import (
     configure_wandb_env,
@@ -25,14 +35,18 @@ __all__ = [
     "AtomicCheckpointIO",
     "DDPStrategy",
     "DistributedFailure",
+    "ExactResume",
     "FinetuneModule",
+    "LearningRateLogger",
     "MAEPretrainModule",
     "MAEReconstructionLogger",
     "NonFiniteError",
+    "NonFiniteGuard",
     "PosEmbedImageLogger",
     "Preempted",
     "PreemptionCheckpoint",
     "RunCheckpoint",
+    "ThroughputLogger",
     "WarmupCosine",
     "WindowSimilarityLogger",
     "build_lr_scheduler",

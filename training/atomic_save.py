@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 import torch
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -84,6 +83,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         if weights_only is None:
             weights_only = True
-        if not get_filesystem(path).exists(path):
+        fs = get_filesystem(path)
+        if not fs.exists(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return pl_load(path, map_location=map_location, weights_only=weights_only)
+        # fsspec + torch.load: what Lightning's loader does for local and remote files, through public API
+        with fs.open(path, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=weights_only)

@@ -69,9 +69,6 @@ class FinetuneModule(TrainingModule):
         mixup, cutmix, mixup_switch_prob: batch mixing alphas; off when both are 0, and for
             batches of one sample.
         label_smoothing: applied to the (mixed) targets.
-        step_seed: reseed the RNG per batch for exactly reproducible resumes.
-        max_nonfinite_skips: steps with a NaN/infinite gradient to skip (each logged) before a
-            non-finite gradient stops the run; 0: the first one stops it.
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
         eval_views_per_forward: video evaluation runs the B x V views of a batch through the
             model this many clips at a time (None: all at once); lowers peak memory at 32x320.
@@ -80,10 +77,10 @@ class FinetuneModule(TrainingModule):
     same box in every frame); evaluation takes the multi-view batches of
     :class:`~datamodules.VideoDataModule` and averages the softmax over each video's views.
 
-    Logs ``train/loss``, ``train/lr``, ``train/throughput``, ``val/loss`` (plain cross-entropy),
-    ``val/acc1``, ``val/acc5``, ``val/samples`` (images or videos evaluated, all ranks) and
-    ``val/missing`` (images or videos that could not be decoded: not in the accuracy); ``test/...``
-    likewise.
+    Logs ``train/loss``, ``val/loss`` (plain cross-entropy), ``val/acc1``, ``val/acc5``,
+    ``val/samples`` (images or videos evaluated, all ranks) and ``val/missing`` (images or videos
+    that could not be decoded: not in the accuracy); ``test/...`` likewise. The lr and throughput
+    are the callbacks' (:mod:`training.callbacks`).
     """
 
     def __init__(
@@ -103,10 +100,8 @@ class FinetuneModule(TrainingModule):
         cutmix: float,
         mixup_switch_prob: float,
         label_smoothing: float,
-        max_nonfinite_skips: int,
         warmup_steps: int | None = None,
         compile: bool = False,
-        step_seed: bool = True,
         eval_views_per_forward: int | None = None,
     ):
         super().__init__()
@@ -130,7 +125,7 @@ class FinetuneModule(TrainingModule):
 
     def training_step(self, batch: Batch, batch_idx: int):
         if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
-            return self._unreadable_batch()
+            return self._unreadable_batch(batch_idx)
         images, labels = batch.images, batch.labels
         if self.mix.enabled and images.shape[0] > 1:
             images, target = self.mix(images, labels)
@@ -139,7 +134,6 @@ class FinetuneModule(TrainingModule):
             loss = F.cross_entropy(self.model(images).float(), labels,
                                    label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
-        self._log_lr()
         return loss
 
     def _eval_step(self, batch: Batch, stage: str):

@@ -25,9 +25,9 @@ from datetime import timedelta
 from typing import Any, Callable, Sequence
 
 import torch
-from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
 from lightning.pytorch.strategies import DDPStrategy as LightningDDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from .lightning_private import LauncherChoice, SubprocessScriptLauncher, default_rank_command
 
 log = logging.getLogger("abswin")
 
@@ -61,7 +61,7 @@ def distributed_failure(error: BaseException, rank: int, step: int, timeout_s: f
     return DistributedFailure(f"rank {rank} at step {step}: {why}")
 
 
-class JobLauncher(_SubprocessScriptLauncher):
+class JobLauncher(SubprocessScriptLauncher):
     """Lightning's subprocess launcher, but ranks > 0 run ``strategy.rank_command`` (the job's
     own command) and the launch is undone after the job (see the module docstring)."""
 
@@ -99,7 +99,7 @@ class JobLauncher(_SubprocessScriptLauncher):
         os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port),
                           NODE_RANK=str(env.node_rank()), LOCAL_RANK=str(env.local_rank()),
                           WORLD_SIZE=str(self.num_processes * self.num_nodes))
-        command = self.strategy.rank_command or (lambda local_rank: _basic_subprocess_cmd())
+        command = self.strategy.rank_command or (lambda local_rank: default_rank_command())
         self.procs = []
         for local_rank in range(1, self.num_processes):
             child_env = dict(os.environ, LOCAL_RANK=str(local_rank))
@@ -147,7 +147,7 @@ class _RankWatcher(threading.Thread):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class DDPStrategy(LightningDDPStrategy):
+class DDPStrategy(LauncherChoice, LightningDDPStrategy):
     """Lightning's DDP with a process-group timeout in seconds and :class:`JobLauncher`.
 
     Args:
@@ -162,7 +162,6 @@ class DDPStrategy(LightningDDPStrategy):
         self.timeout_s = float(timeout_s)
         self.rank_command: Callable[[int], list[str]] | None = None  # set by the entry point: local rank -> argv
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = JobLauncher(self)
+    def choose_launcher(self, launcher):
+        """Lightning's launcher of this node's ranks (no torchrun, no SLURM) becomes :class:`JobLauncher`."""
+        return JobLauncher(self) if isinstance(launcher, SubprocessScriptLauncher) else launcher

@@ -33,10 +33,6 @@ class MAEPretrainModule(TrainingModule):
         lr: absolute lr instead of ``blr`` scaling (if not None).
         val_mask_seed: seed of the validation masks (the same every epoch, so ``val/loss``
             is comparable across epochs).
-        max_nonfinite_skips: steps with a NaN/infinite gradient to skip (each logged) before a
-            non-finite gradient stops the run; 0: the first one stops it.
-        step_seed: reseed the RNG per batch for exactly reproducible resumes (see
-            :mod:`training.module_base`).
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
 
     Video: the same module with a video model (``mae_hiera_*_16x224``), clips ``[B, C, T, H, W]``
@@ -55,11 +51,9 @@ class MAEPretrainModule(TrainingModule):
         betas: list[float],
         warmup_epochs: float,
         min_lr: float,
-        max_nonfinite_skips: int,
         warmup_steps: int | None = None,
         compile: bool = False,
         val_mask_seed: int = 0,
-        step_seed: bool = True,
     ):
         super().__init__()
         betas = list(betas)
@@ -77,11 +71,10 @@ class MAEPretrainModule(TrainingModule):
 
     def training_step(self, batch: Batch, batch_idx: int):
         if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
-            return self._unreadable_batch()
+            return self._unreadable_batch(batch_idx)
         images = batch.images
         loss = self.model(images, self.hparams.mask_ratio)[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
-        self._log_lr()
         return loss
 
     def _eval_step(self, batch: Batch, batch_idx: int, stage: str, dataloader_idx: int = 0):

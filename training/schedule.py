@@ -13,6 +13,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from .lightning_private import setup_train_data
+
 __all__ = ["WarmupCosine", "build_lr_scheduler", "schedule_steps", "steps_per_epoch"]
 
 
@@ -60,7 +62,7 @@ def build_lr_scheduler(
 def steps_per_epoch(trainer) -> float:
     """Optimizer steps in one epoch (per device, after gradient accumulation)."""
     if trainer.train_dataloader is None:  # not loaded yet (max_steps runs): as Lightning does
-        trainer.fit_loop.setup_data()
+        setup_train_data(trainer)
     n = trainer.num_training_batches
     if n != float("inf") and n > 0:
         return math.ceil(n / trainer.accumulate_grad_batches)

@@ -15,6 +15,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..lightning_private import save_checkpoint_now
+
 __all__ = ["RunCheckpoint"]
 
 
@@ -38,5 +40,5 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
-        if self._at_end and not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._at_end:
+            save_checkpoint_now(self, trainer)

@@ -8,7 +8,8 @@ before the time limit, submitit sends SIGUSR2 (``USR2@90``), and a plain ``kill`
    collective). A second signal while the first is pending ends the process at once.
 2. At the next training-batch boundary all ranks agree, with one all-reduce, whether any of them
    got a signal (``srun`` signals every rank, a ``kill`` maybe only one). Then every rank takes part
-   in saving ``last.ckpt`` at this step; :mod:`datamodules.loading` makes resuming from it exact.
+   in saving ``last.ckpt`` at this step; :mod:`datamodules.loading` and
+   :class:`~training.callbacks.exact_resume.ExactResume` make resuming from it exact.
 3. The job is requeued: by the handler that was there before training (submitit's, which also
    ends the process), or with ``scontrol requeue $SLURM_JOB_ID`` for a SLURM job signalled with
    anything but SIGTERM. Then :class:`Preempted` is raised; the entry points exit with status
@@ -29,6 +30,8 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
+
+from ..lightning_private import accumulating
 
 log = logging.getLogger("abswin")
 
@@ -130,7 +133,7 @@ class PreemptionCheckpoint(pl.Callback):
         return int(trainer.strategy.reduce(flag, reduce_op="max").item())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.fit_loop._should_accumulate():  # accumulated gradients are not in checkpoints
+        if accumulating(trainer):  # accumulated gradients are not in checkpoints
             return
         signum = self._agreed_signal(trainer)
         if not signum:
