@@ -135,7 +135,8 @@ def test_sweep_of_two_values_runs(tmp_path):
         (["data=imagefolder", "data.root=/no/such/dir"], "data root not found: /no/such/dir (set data.root="),
         (["data.img_size=100"], "img_size=100 is not allowed"),
         (["pretrained=/no/such.pth"], "/no/such.pth"),
-        (["experiment=k400_ft_32x320_hiera_l", "trainer=cpu"], "needs pretrained=PATH"),
+        (["model=hiera_l", "data=k400", "data.num_frames=32", "data.img_size=320", "trainer=cpu", "logger=csv"],
+         "needs pretrained=PATH"),
         (["data.batch_size=8192"], "data.batch_size=8192 is larger than the 4000 training samples"),
     ],
 )
