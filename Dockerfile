@@ -1,6 +1,6 @@
 # abswin: CUDA-capable image for training on GPU nodes (and CPU as a fallback).
 # torch's CUDA wheels bring their own CUDA runtime, so a slim Python base suffices; the host needs
-# an NVIDIA driver new enough for the wheel's CUDA (README: "Running on clusters") and
+# an NVIDIA driver new enough for the wheel's CUDA (docs/clusters.md) and
 # `docker run --gpus all`.
 #
 #   docker build -t abswin .                                   # torch from PyPI (its default CUDA)

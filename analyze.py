@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling-rate", type=int, default=4,
                    help="a clip takes every n-th frame of the middle of the video (default 4, as Kinetics)")
     p.add_argument("--mask-ratio", type=float, default=None,
-                   help="of the mask units; default: the run's, else 0.6 for images, 0.9 for video")
+                   help="of the mask units; default: the run's (our checkpoints record it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reconstruction mask")
     build = p.add_argument_group("building the model (a Lightning checkpoint of ours says all of this itself)")
     build.add_argument("--model", default=None, help="registry name, e.g. hiera_base_224 (abswin.list_models())")

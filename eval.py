@@ -1,17 +1,58 @@
 """Evaluate a classifier checkpoint at any size: ``python eval.py pretrained=CKPT data.img_size=384``
-(conf/eval.yaml)."""
+(conf/eval.yaml). The network is built as the checkpoint was trained (position-embedding mode and
+shapes, classes); loading resizes it the way its mode dictates. The evaluation is finetuning's own
+validation (same loaders, precision and multi-view protocol, each sample once under DDP)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
 
 import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig
 
-from training.evaluation import evaluate
-from training.launch import entry_point, main, register_resolvers
+from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
+from training.config import build, build_data, build_logger, check_whole_numbers, register_resolvers
+from training.evaluation import classifier_arguments, local_checkpoint, result_row, write_results
+from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
+from training.run_logs import one_format
+
+log = logging.getLogger("abswin")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.pretrained`` as configured; returns the metrics (also in results.json)."""
+    one_format()
+    check_whole_numbers(cfg)
+    path, published_model = local_checkpoint(str(cfg.pretrained))
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_data(cfg)
+    checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
+    arch = read_architecture(path, checkpoint)
+    module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
+    log.info("evaluating %s", path)
+    load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report
+    del checkpoint
+
+    trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
+    start = time.perf_counter()
+    with one_line_failures(trainer):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = final_metrics(trainer)
+    if trainer.is_global_zero:
+        print(write_results(Path(cfg.paths.run_dir), metrics, result_row(cfg, metrics, time.perf_counter() - start)),
+              flush=True)
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def evaluate_checkpoint(cfg):
-    return main(cfg, metric="val/acc1", job=evaluate)
+@exits_in_one_line
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg).get("val/acc1")
 
 
 if __name__ == "__main__":
     register_resolvers()
-    entry_point(evaluate_checkpoint)
+    run_entry_point(main)

@@ -1,15 +1,77 @@
-"""MAE pretraining of Hiera: ``python train.py model=hiera_l data=in1k`` (conf/train.yaml)."""
+"""MAE pretraining of Hiera: ``python train.py model=hiera_l data=in1k`` (conf/train.yaml).
+
+:func:`train` is also finetuning's (``finetune.py``): the composed config says which module,
+data and recipe. It reads like the recipe: data, model, callbacks, loggers, trainer, fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
 
 import hydra
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
-from training.launch import entry_point, main, register_resolvers
+import abswin
+from training.config import build, build_callbacks, build_data, build_logger, check_config, register_resolvers
+from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
+from training.recipe import apply_recipe
+from training.run_directory import open_run
+from training.run_logs import one_format
+
+log = logging.getLogger("abswin")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Pretrain or finetune as ``cfg`` says; returns the final metrics (also in results.json)."""
+    one_format()
+    weights = check_config(cfg)  # one-line errors before anything starts
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with open_run(Path(cfg.paths.run_dir), cfg.resume, config, getattr(rank_zero_only, "rank", 0)) as run:
+        if run.finished:
+            print(f"finished: {run.finished}", file=sys.stderr)
+            return {}
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule = build_data(cfg)
+        module = build(cfg.module, **class_count(cfg, datamodule))
+        if run.ckpt_path is None:  # a resumed run already holds its weights
+            load_pretrained(module, cfg, weights)
+        trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=build_callbacks(cfg))
+        apply_recipe(cfg, trainer)  # accumulation from the global batch; logs the recipe block
+        datamodule.trainer = trainer
+        datamodule.setup("fit")  # the data checks, before the run directory is accepted
+        run.accept(config, trainer.loggers)
+        with one_line_failures(trainer, run.run_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        return run.finish(final_metrics(trainer), trainer.global_step, trainer.current_epoch,
+                          trainer.is_global_zero)
+
+
+def class_count(cfg: DictConfig, datamodule) -> dict:
+    """``num_classes: null`` in a classifier's config: the data module's class count."""
+    if "num_classes" in cfg.module and cfg.module.num_classes is None:
+        return {"num_classes": datamodule.num_classes}
+    return {}
+
+
+def load_pretrained(module, cfg: DictConfig, weights) -> None:
+    """Start from ``pretrained=``: a file, or a published name (fetched once, checksum verified)."""
+    if not cfg.get("pretrained"):
+        return
+    path = str(abswin.fetch_pretrained(weights.name)) if weights is not None else cfg.pretrained
+    report = abswin.load_checkpoint(module.model, path)
+    log.info("initialised from %s:\n%s", cfg.pretrained if weights is None else f"{weights.name} ({path})", report)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def pretrain(cfg):
-    return main(cfg, metric="train/loss")
+@exits_in_one_line
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg).get("train/loss")
 
 
 if __name__ == "__main__":
     register_resolvers()
-    entry_point(pretrain)
+    run_entry_point(main)

@@ -44,11 +44,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["PretrainedError", "PretrainedWeights", "fetch_pretrained", "get_pretrained", "list_pretrained", "lookup",
            "register_pretrained"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MIRROR_ENV = "ABSWIN_WEIGHTS_MIRROR"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 DOWNLOAD_TIMEOUT_S = 60  # per connect / read, not for the whole file

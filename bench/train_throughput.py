@@ -12,18 +12,22 @@ loading is excluded on purpose: it is a property of the machine's disks, not of 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import statistics
 import time
 
-import lightning.pytorch as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the clone's root
 
-from abswin.batch import Batch
-from abswin.optim import param_groups_lrd
-from training.launch import config_arguments
-from training import FinetuneModule, MAEPretrainModule
-from training.classifier_module import soft_target_cross_entropy
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from abswin.batch import Batch  # noqa: E402
+from abswin.optim import param_groups_lrd  # noqa: E402
+from training.config import config_arguments  # noqa: E402
+from training import FinetuneModule, MAEPretrainModule  # noqa: E402
+from training.classifier_module import soft_target_cross_entropy  # noqa: E402
 
 
 class Batches(Dataset):

@@ -20,7 +20,7 @@ from datamodules.clip_sampling import train_clip_indices
 from datamodules.collate import collate_video_train
 from datamodules.loading import SampleKey
 from datamodules.video_decoding import _read_decord, _read_pyav, read_frames
-from training.launch import config_arguments
+from training.config import config_arguments
 from common import classifier_step, ms, timed
 
 T, RATE, SIZE = 16, 4, 224  # the paper's 16x4 clips at 224 px

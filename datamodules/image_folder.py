@@ -4,7 +4,7 @@ Batches (:class:`~abswin.batch.Batch`, built by :func:`~datamodules.collate.coll
 ``images`` float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std, ``labels`` int64 ``[B]``,
 ``missing`` the data-set indices of the batch's unreadable images (which ``val/missing`` counts).
 The batch split, loaders, sharding and resuming are :class:`~datamodules.datamodule.ShardedDataModule`'s.
-The data rules (README "Data") are checked when the index is built.
+The data rules (docs/data.md) are checked when the index is built.
 """
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 BICUBIC = v2.InterpolationMode.BICUBIC
 

@@ -2,7 +2,7 @@
 
 ``root/{split}.csv`` with one ``relative/path.mp4 LABEL`` per line (space or comma separated: the
 MAE-ST / SlowFast format; integer labels, or class names mapped through the sorted names or a class
-index file), or class-per-folder trees ``root/{split}/CLASS/*.mp4``. The data rules (README "Video
+index file), or class-per-folder trees ``root/{split}/CLASS/*.mp4``. The data rules (docs/data.md, "Video
 data": two fields per line, known headers only, one kind of label, labels in range) are checked when
 the index is read: one-line errors naming ``file:line`` (or the class folder).
 """
@@ -49,7 +49,7 @@ def _fields(line: str) -> list[str]:
 
 def _read_csv(csv: Path) -> SplitIndex:
     """Every line ``path label``; a known header line is skipped, anything else is a one-line
-    ValueError naming ``csv:line`` (see the README's data rules)."""
+    ValueError naming ``csv:line`` (see the data rules in docs/data.md)."""
     rows: list[tuple[int, str, str]] = []
     for n, line in enumerate(csv.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

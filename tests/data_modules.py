@@ -1,6 +1,6 @@
 """Data modules for tests that build them directly: the shipped data config's arguments
 (``conf/data/<name>.yaml``, composed with ``train`` or ``finetune`` as a run composes it, then
-resolved to plain Python without the descriptive keys ``name`` and ``input``, as ``training.launch``
+resolved to plain Python without the descriptive keys ``name`` and ``input``, as ``training.config``
 builds it) with a test's own changes, never a copy of the numbers."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import functools
 
 from hydra.utils import get_class
 
-from training.launch import config_arguments
+from training.config import config_arguments
 
 
 @functools.cache

@@ -1,11 +1,11 @@
 """Lightning modules for tests that build them directly: the shipped recipe's arguments
-(``training.launch.config_arguments``) with a test's own changes, never a copy of the numbers."""
+(``training.config.config_arguments``) with a test's own changes, never a copy of the numbers."""
 
 from __future__ import annotations
 
 import functools
 
-from training.launch import config_arguments
+from training.config import config_arguments
 from training import FinetuneModule, MAEPretrainModule
 
 

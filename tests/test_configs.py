@@ -158,12 +158,6 @@ def _constructor_parameters(target: str) -> dict[str, inspect.Parameter]:
     return params
 
 
-# The one exception: FinetuneModule(eval_views_per_forward=None) (None: all of a batch's views in one
-# forward) is a memory setting that only the 32x320 Kinetics recipe lowers; recipe/finetune/k400.yaml
-# sets it at every clip size (a config cannot add a key for one value of another key), so at 16x224 it
-# states the constructor's None. Remove this once the constructor has no default for it (and
-# finetune.yaml says `eval_views_per_forward: null`).
-MEMORY_SETTINGS_WITH_A_DEFAULT = {"eval_views_per_forward"}
 
 
 @pytest.mark.parametrize("config,overrides", [("train", ["data=demo"]), ("finetune", ["data=demo"]),
@@ -179,7 +173,7 @@ def test_the_yaml_is_the_only_home_of_what_it_sets(config, overrides, tmp_path):
     """Every module and data setting the YAML gives is a constructor argument WITHOUT a default: the
     number lives once, in conf/ (a default that the YAML repeats would be a second home)."""
     cfg = _compose(config, overrides, tmp_path)
-    for node, skip in ((cfg.module, MEMORY_SETTINGS_WITH_A_DEFAULT), (cfg.data, DATA_DESCRIPTION)):
+    for node, skip in ((cfg.module, ()), (cfg.data, DATA_DESCRIPTION)):
         params = _constructor_parameters(node._target_)
         for key in node:
             if key == "_target_" or key in skip:

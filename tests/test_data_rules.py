@@ -1,4 +1,4 @@
-"""The data rules (README "Data" / "Video data"), enforced when the index is built, on real files:
+"""The data rules (docs/data.md), enforced when the index is built, on real files:
 each violation is a one-line error naming the file (and line); nothing is silently remapped,
 dropped or left to fail after an epoch of work."""
 

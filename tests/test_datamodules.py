@@ -245,7 +245,7 @@ def _constructor_parameters(cls) -> dict[str, inspect.Parameter]:
     """The constructor parameters of ``cls``, following ``**settings`` up to the base class."""
     params: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass.__module__.split(".")[0] != "abswin":
+        if "__init__" not in vars(klass) or klass.__module__.split(".")[0] != "datamodules":
             continue
         sig = inspect.signature(klass.__init__)
         params.update({n: p for n, p in sig.parameters.items() if n != "self" and n not in params
@@ -276,7 +276,7 @@ def test_data_configs_are_flat_and_the_only_home_of_their_numbers(name):
 def test_data_configs_describe_their_input():
     """Each data config says its ``name`` and ``input`` (for run names, the model variant and the MAE
     mask ratio), and no longer carries the model's settings."""
-    from training.launch import compose_config
+    from training.config import compose_config
 
     for name in DATA_CONFIGS:
         data = compose_config("finetune", [f"data={name}"]).data

@@ -1,7 +1,8 @@
 """The layers of README's "Where things live" map, checked against the imports of every module:
 the library (abswin/) knows nothing of Lightning, Hydra or the application; model code knows
 nothing of checkpoints' files; data code nothing of models or training; training code nothing of
-files and configs; only the entry points (and training/launch.py) know Hydra."""
+files and configs; only the entry points and the modules that turn a composed config into a run
+(CONFIG_AWARE) know Hydra."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ THIRD_PARTY = {  # besides the standard library
     "abswin/optim.py": {"torch"},
     "abswin/batch.py": {"torch"},
     "abswin/seeding.py": {"numpy"},
+    "abswin/normalization.py": set(),
     "abswin/pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, when used
     "abswin/convert.py": {"torch", "safetensors"},
     "abswin/__init__.py": set(),
@@ -29,18 +31,20 @@ THIRD_PARTY = {  # besides the standard library
 OURS = {  # which of our own packages and modules each may use (itself always)
     "abswin/models": set(),
     "abswin/checkpoint": {"abswin.models"},
-    "abswin/analysis": {"abswin.models", "abswin.checkpoint"},
+    "abswin/analysis": {"abswin.models", "abswin.checkpoint", "abswin.normalization"},
     "abswin/optim.py": set(),
     "abswin/batch.py": set(),
     "abswin/seeding.py": set(),
-    "abswin/pretrained.py": set(),
+    "abswin/normalization.py": set(),
+    "abswin/pretrained.py": {"abswin.normalization"},
     "abswin/convert.py": {"abswin"},  # a command: the package it converts with
     "abswin/__init__.py": {"abswin.checkpoint", "abswin.models", "abswin.pretrained"},
-    "datamodules": {"abswin.batch", "abswin.seeding"},
+    "datamodules": {"abswin.batch", "abswin.seeding", "abswin.normalization"},
     "training": {"abswin"},  # the library, never the data modules (batches arrive as abswin.batch.Batch)
 }
 # the only modules of training/ that may know Hydra and OmegaConf: they turn a composed config into objects
-CONFIG_AWARE = {"training/launch.py", "training/evaluation.py"}
+CONFIG_AWARE = {"training/config.py", "training/evaluation.py", "training/failures.py", "training/run_logs.py",
+                "training/recipe.py"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import abswin
-from training.launch import register_resolvers, run
+from train import train
+from training.config import compose_config, register_resolvers
 from launching import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +39,7 @@ def image_root(tmp_path_factory) -> Path:
 
 
 def _cfg(config: str, run_dir: Path, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "abswin" / "conf"), version_base="1.3"):
-        return compose(config, overrides=[f"paths.run_dir={run_dir}", *FAST, *overrides])
+    return compose_config(config, [f"paths.run_dir={run_dir}", *FAST, *overrides])
 
 
 def _weights(path: Path) -> dict:
@@ -50,7 +49,7 @@ def _weights(path: Path) -> dict:
 def test_pretrain_then_finetune_on_image_folder(image_root, tmp_path):
     data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64"]
     pre_dir = tmp_path / "pre"
-    metrics = run(_cfg("train", pre_dir, [*data, "logger=csv"]))
+    metrics = train(_cfg("train", pre_dir, [*data, "logger=csv"]))
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert 0.0 <= metrics["pos_embed/window_similarity"] <= 1.0
     ckpt = pre_dir / "checkpoints" / "last.ckpt"
@@ -58,7 +57,7 @@ def test_pretrain_then_finetune_on_image_folder(image_root, tmp_path):
     assert list((pre_dir / "csv").rglob("metrics.csv")) and list(pre_dir.rglob("plots/mae_reconstruction_*.png"))
 
     ft_dir = tmp_path / "ft"
-    metrics = run(_cfg("finetune", ft_dir, [*data, f"pretrained={ckpt}", "logger=none"]))
+    metrics = train(_cfg("finetune", ft_dir, [*data, f"pretrained={ckpt}", "logger=none"]))
     assert {"val/acc1", "val/acc5", "val/loss"} <= set(metrics)
     results = json.loads((ft_dir / "results.json").read_text())
     assert results["metrics"]["val/acc1"] == pytest.approx(metrics["val/acc1"])
@@ -73,18 +72,18 @@ def test_finetune_at_another_resolution_from_a_224_checkpoint(tmp_path):
     """`pretrained=` an official-format file at 224px, finetuned at 96px: abs-win needs no resize."""
     src = abswin.create_model("hiera_atto_224", num_classes=1000)
     torch.save({"model_state": src.state_dict()}, tmp_path / "official.pth")
-    metrics = run(_cfg("finetune", tmp_path / "ft", [f"pretrained={tmp_path / 'official.pth'}", "data.img_size=96"]))
+    metrics = train(_cfg("finetune", tmp_path / "ft", [f"pretrained={tmp_path / 'official.pth'}", "data.img_size=96"]))
     assert "val/acc1" in metrics
 
 
 def test_resume_continues_the_same_run(tmp_path):
     straight = tmp_path / "straight"
-    run(_cfg("finetune", straight, ["trainer.max_epochs=2", "logger=none"]))
+    train(_cfg("finetune", straight, ["trainer.max_epochs=2", "logger=none"]))
     split = tmp_path / "split"
-    run(_cfg("finetune", split, ["trainer.max_epochs=1", "logger=none"]))
+    train(_cfg("finetune", split, ["trainer.max_epochs=1", "logger=none"]))
     with pytest.raises(FileExistsError, match="resume=true"):
-        run(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none"]))
-    run(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none", "resume=true"]))
+        train(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none"]))
+    train(_cfg("finetune", split, ["trainer.max_epochs=2", "logger=none", "resume=true"]))
     a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(split / "checkpoints" / "last.ckpt")
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=0, rtol=0, msg=k)
@@ -95,7 +94,7 @@ def test_every_logger_gets_the_whole_composed_config(tmp_path):
     import yaml
 
     run_dir = tmp_path / "cfg"
-    run(_cfg("finetune", run_dir, ["logger=csv", "trainer.max_steps=1"]))
+    train(_cfg("finetune", run_dir, ["logger=csv", "trainer.max_steps=1"]))
     (hparams,) = run_dir.glob("csv/*/hparams.yaml")
     logged = yaml.safe_load(hparams.read_text())["config"]
     assert logged["run_name"] and logged["data"]["num_workers"] == 0 and logged["trainer"]["max_steps"] == 1
@@ -106,13 +105,13 @@ def test_wandb_offline_writes_its_run_and_resumes_it(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     run_dir = tmp_path / "wb"
-    run(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=1"]))
+    train(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=1"]))
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     assert runs[0].name.endswith(run_id)
-    run(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=2", "resume=true"]))
+    train(_cfg("finetune", run_dir, ["logger=wandb", "trainer.max_epochs=2", "resume=true"]))
     assert {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")} == {run_id}
 
 

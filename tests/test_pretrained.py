@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 import abswin
 from abswin import PretrainedError, PretrainedWeights, fetch_pretrained, get_pretrained, list_pretrained
 from abswin import pretrained as published
-from training.launch import init_tag
+from training.config import init_tag
 from launching import free_port, start, unique_name, write_image_folder
 
 ATTO = dict(embed_dim=32, num_heads=1, stages=(1, 1, 3, 1))  # hiera_atto's size in the official code
@@ -301,14 +301,14 @@ def test_offline_and_not_cached_says_what_to_put_where(caches):
 # ---------------------------------------------------------------------------- finetune.py
 def finetune_config(overrides: list[str]):
     """finetune.py's config as composed for these overrides."""
-    from training.launch import compose_config
+    from training.config import compose_config
 
     return compose_config("finetune", overrides)
 
 
 def test_weights_of_another_model_say_which_model_to_use():
     """Checked before anything is fetched: never loaded into another architecture."""
-    from training.launch import named_weights
+    from training.config import named_weights
 
     assert named_weights(finetune_config(["model=hiera_b", "pretrained=hiera_base_224.mae_in1k"])).model == \
         "mae_hiera_base_224"

@@ -299,7 +299,7 @@ def test_compile_keeps_checkpoint_keys():
 
 
 def test_modules_built_from_the_config_see_plain_python():
-    """``training.launch.build`` is the one place OmegaConf becomes plain Python: a module built from a
+    """``training.config.build`` is the one place OmegaConf becomes plain Python: a module built from a
     config node stores plain dicts and lists in its hyperparameters (checkpoints load weights_only)."""
     omegaconf = pytest.importorskip("omegaconf")
     from training.config import build, config_arguments

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 pytest.importorskip("decord")
 import datamodules.video_demo as video_demo  # noqa: E402
-from training.launch import register_resolvers, run  # noqa: E402
+from train import train  # noqa: E402
+from training.config import compose_config, register_resolvers  # noqa: E402
 from datamodules import build_video_demo_dataset, read_frames, write_mp4  # noqa: E402
 from datamodules.demo_cache import MARKER, build_once  # noqa: E402
 from datamodules.video_decoding import _read_decord  # noqa: E402
@@ -184,15 +184,14 @@ def test_video_demo_runs_through_train_and_finetune(demo_root, tmp_path, monkeyp
             "data.eval_batch_size=2"]
 
     def cfg(config, run_dir, extra=()):
-        with initialize_config_dir(config_dir=str(ROOT / "abswin" / "conf"), version_base="1.3"):
-            return compose(config, overrides=[f"paths.run_dir={run_dir}", *fast, *extra])
+        return compose_config(config, [f"paths.run_dir={run_dir}", *fast, *extra])
 
     pre = cfg("train", tmp_path / "pre")
     assert pre.module.model_name == "mae_hiera_atto_16x224" and pre.module.mask_ratio == 0.9
-    metrics = run(pre)
+    metrics = train(pre)
     assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["val/loss"])
     assert list((tmp_path / "pre").rglob("plots/mae_reconstruction_*.png"))
     ckpt = tmp_path / "pre" / "checkpoints" / "last.ckpt"
-    metrics = run(cfg("finetune", tmp_path / "ft", [f"pretrained={ckpt}"]))
+    metrics = train(cfg("finetune", tmp_path / "ft", [f"pretrained={ckpt}"]))
     assert metrics["val/samples"] == 4 and metrics["val/missing"] == 0  # 2 batches of 2 videos
     assert 0.0 <= metrics["val/acc1"] <= 1.0

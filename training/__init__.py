@@ -5,19 +5,8 @@ is a constructor argument, so Hydra can instantiate them with ``_target_``. What
 the steps is a callback (:mod:`training.callbacks`), selected in ``conf/callbacks/``.
 """
 
-from .callbacks import (
-    ExactResume,
-    LearningRateLogger,
-    MAEReconstructionLogger,
-    NonFiniteError,
-    NonFiniteGuard,
-    PosEmbedImageLogger,
-    Preempted,
-    PreemptionCheckpoint,
-    RunCheckpoint,
-    ThroughputLogger,
-    WindowSimilarityLogger,
-)
+from . import callbacks
+from .callbacks import *  # noqa: F403  what conf/callbacks/ targets
 from .atomic_save import AtomicCheckpointIO
 from .ddp import DDPStrategy, DistributedFailure
 from .classifier_module import FinetuneModule
@@ -32,23 +21,13 @@ from .wandb_logger import (
 )
 
 __all__ = [
+    *callbacks.__all__,
     "AtomicCheckpointIO",
     "DDPStrategy",
     "DistributedFailure",
-    "ExactResume",
     "FinetuneModule",
-    "LearningRateLogger",
     "MAEPretrainModule",
-    "MAEReconstructionLogger",
-    "NonFiniteError",
-    "NonFiniteGuard",
-    "PosEmbedImageLogger",
-    "Preempted",
-    "PreemptionCheckpoint",
-    "RunCheckpoint",
-    "ThroughputLogger",
     "WarmupCosine",
-    "WindowSimilarityLogger",
     "build_lr_scheduler",
     "configure_wandb_env",
     "get_or_create_run_id",

@@ -100,9 +100,9 @@ class FinetuneModule(TrainingModule):
         cutmix: float,
         mixup_switch_prob: float,
         label_smoothing: float,
+        eval_views_per_forward: int | None,
         warmup_steps: int | None = None,
         compile: bool = False,
-        eval_views_per_forward: int | None = None,
     ):
         super().__init__()
         betas = list(betas)

@@ -1,5 +1,6 @@
-"""`eval.py`: evaluate a classifier checkpoint (ours, official Hiera, timm, or a
-named published one) on a data module's validation split at any image size and frame count.
+"""What ``eval.py`` needs besides the trainer: the checkpoint to evaluate, the classifier it holds,
+and the results table. ``eval.py`` evaluates a classifier checkpoint (ours, official Hiera, timm, or
+a named published one) on a data module's validation split at any image size and frame count.
 
 The model is built as the checkpoint was trained: its position-embedding mode (``absolute`` or
 ``abswin``) and shapes come from the file, so loading resizes them the way that mode dictates
@@ -18,19 +19,13 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from .launch import DATA_DESCRIPTION, build, build_logger, check_whole_numbers, guarded
-
 if TYPE_CHECKING:
     from abswin.checkpoint import Architecture
-
-log = logging.getLogger("abswin")
 
 COLUMNS = ("checkpoint", "img_size", "num_frames", "top1", "top5", "samples", "missing", "seconds")
 
@@ -70,36 +65,19 @@ def classifier_arguments(cfg: DictConfig, arch: Architecture, num_classes_in_dat
     return args
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.pretrained`` as configured; returns the metrics (also in results.json)."""
-    import lightning.pytorch as pl
+def result_row(cfg: DictConfig, metrics: dict[str, float], seconds: float) -> dict:
+    """One row of the evaluation table."""
+    return {"checkpoint": str(cfg.pretrained), "img_size": cfg.data.img_size,
+            "num_frames": OmegaConf.select(cfg, "data.num_frames"), "top1": 100 * metrics["val/acc1"],
+            "top5": 100 * metrics["val/acc5"], "samples": int(metrics["val/samples"]),
+            "missing": int(metrics["val/missing"]), "seconds": seconds}
 
-    from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
 
-    check_whole_numbers(cfg)
-    run_dir = Path(cfg.paths.run_dir)
-    path, published_model = local_checkpoint(str(cfg.pretrained))
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.data, exclude=DATA_DESCRIPTION)
-    checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
-    arch = read_architecture(path, checkpoint)
-    module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
-    log.info("evaluating %s", path)
-    load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report
-    del checkpoint
-
-    trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
-    start = time.perf_counter()
-    metrics = guarded(trainer, lambda: trainer.validate(module, datamodule=datamodule, verbose=False))
-    if trainer.is_global_zero:
-        row = {"checkpoint": str(cfg.pretrained), "img_size": cfg.data.img_size,
-               "num_frames": OmegaConf.select(cfg, "data.num_frames"), "top1": 100 * metrics["val/acc1"],
-               "top5": 100 * metrics["val/acc5"], "samples": int(metrics["val/samples"]),
-               "missing": int(metrics["val/missing"]), "seconds": time.perf_counter() - start}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "row": row}, indent=2))
-        print(write_table(table_dir(run_dir)), flush=True)
-    return metrics
+def write_results(run_dir: Path, metrics: dict[str, float], row: dict) -> str:
+    """``results.json`` of this job, and the table of every job so far (printed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "row": row}, indent=2))
+    return write_table(table_dir(run_dir))
 
 
 def table_dir(run_dir: Path) -> Path:

@@ -14,7 +14,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from abswin.optim import param_groups_lrd
-from .callbacks.nonfinite import NonFiniteError  # noqa: F401  TEMPORARY: until training/failures.py imports it from .callbacks
 from .schedule import build_lr_scheduler, schedule_steps
 
 __all__ = ["TrainingModule", "resolve_lr"]

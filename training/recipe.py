@@ -33,6 +33,23 @@ ITEM_KEYS = {
 }
 
 
+def check_published(cfg: DictConfig) -> None:
+    """A model size or clip size the paper gives no recipe for, on a data set it does (the rule in
+    ``conf/recipe/finetune/*.yaml``): one line naming what the table covers and how to take a row
+    anyway, before anything resolves into the interpolation error behind it."""
+    recipe = cfg.get("recipe") or {}
+    choices = {"row": ("model", [k for k in recipe if str(k).startswith("table_")]),
+               "clip": ("clip size (data.num_frames x data.img_size)", ["published_clips"])}
+    for choice, (what, tables) in choices.items():
+        if choice not in recipe:
+            continue
+        value = OmegaConf.select(cfg, f"recipe.{choice}")
+        for table in (t for t in tables if t in recipe and value not in recipe[t]):
+            name = "the paper" if table == "published_clips" else table.replace("_", " ").capitalize()
+            raise ValueError(f"no published recipe for {what} {value} on data={cfg.data.name}: {name} covers "
+                             f"{', '.join(recipe[table])}; to take one of them anyway: recipe.{choice}=NAME")
+
+
 def split_batch(global_batch: int, world_size: int, max_per_device: int) -> tuple[int, int]:
     """``(per_device, accumulation)`` for a global batch over ``world_size`` devices: the smallest
     accumulation ``a >= 1`` with ``global_batch % (world_size * a) == 0`` and

@@ -16,11 +16,13 @@ anything in it is written, whether a new start may use it:
   nothing;
 * temporary files of a checkpoint write that was killed half-way are removed.
 
-Only plain dicts here: the entry point passes the resolved config.
+Only plain dicts here: the entry point passes the resolved config. :func:`open_run` is the whole
+life of a run directory in one ``with`` block: claimed, accepted once the run starts, released.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -32,7 +34,7 @@ from typing import Any
 
 log = logging.getLogger("abswin")
 
-__all__ = ["RunClaim", "RunFinished", "claim", "config_changes"]
+__all__ = ["RunClaim", "RunFinished", "claim", "config_changes", "open_run"]
 
 RUN_FILE = "run.json"      # the accepted config and the scheduler job that runs it
 LOCK_FILE = ".lock"
@@ -44,7 +46,7 @@ FIXED = ("task", "data.name", "data.root", "data.img_size", "data.num_frames", "
 # settings read again on resume; every other change is fixed by the checkpoint
 LIVE_PREFIXES = ("trainer.", "callbacks.", "logger.", "paths.", "resume", "pretrained", "require_pretrained",
                  "data.num_workers", "data.eval_batch_size", "data.decode_timeout", "data.decoder", "run_name",
-                 "module.eval_views_per_forward", "module.max_nonfinite_skips")
+                 "module.eval_views_per_forward", "per_device_batch", "model.fits_per_device")
 
 
 class RunFinished(Exception):
@@ -59,12 +61,29 @@ class RunClaim:
     ckpt_path: str | None
     notes: list[str] = field(default_factory=list)
     _lock_fd: int | None = None
+    job_id: str | None = None
+    finished: str | None = None  # why a restart of a finished run has nothing to do (then nothing else is set)
+    _handlers: list = field(default_factory=list)
 
-    def accept(self, config: dict, job_id: str | None) -> None:
-        """Write ``run.json`` (rank 0): from here on the directory belongs to this run."""
-        if self._lock_fd is None:
-            return
-        _atomic_write(self.run_dir / RUN_FILE, json.dumps({"job_id": job_id, "config": config}, indent=1))
+    def accept(self, config: dict, loggers=()) -> None:
+        """From here on the directory belongs to this run: ``run.json`` (rank 0), the log file (with
+        the records held so far), and the whole config beside each logger's hyperparameters."""
+        from .run_logs import log_to_file
+
+        if self._lock_fd is not None:
+            _atomic_write(self.run_dir / RUN_FILE, json.dumps({"job_id": self.job_id, "config": config}, indent=1))
+        self._handlers.append(log_to_file(self.run_dir, self._handlers[0]))
+        for each in loggers:
+            each.log_hyperparams({"config": config})
+
+    def finish(self, metrics: dict[str, float], global_step: int, epochs: int, is_global_zero: bool) -> dict:
+        """Write ``results.json`` (rank 0): what a restart reads to tell a finished run."""
+        if is_global_zero:
+            results = {"metrics": metrics, "progress": {"global_step": global_step, "epochs": epochs},
+                       "run_dir": str(self.run_dir), "checkpoints": str(self.run_dir / "checkpoints")}
+            (self.run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+            log.info("results: %s", json.dumps(metrics))
+        return metrics
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -173,6 +192,43 @@ def _nothing_left(results: dict, config: dict) -> bool:
     return max_epochs is not None and done.get("epochs", 0) >= max_epochs
 
 
+def check_resume_file(path: str) -> None:
+    """``resume=PATH`` gets the checks of ``pretrained=``: a one-line error for a missing, truncated,
+    foreign or code-running file, and for one that is not a training checkpoint."""
+    from abswin.checkpoint import CheckpointError, check_finite, read_checkpoint
+
+    obj = read_checkpoint(path)
+    missing = [k for k in ("state_dict", "optimizer_states", "loops") if k not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: not a training checkpoint of this project (no "
+                              f"{', '.join(missing)}): resume= continues a run, pretrained= starts from weights")
+    check_finite(obj["state_dict"], path)
+
+
+@contextlib.contextmanager
+def open_run(run_dir: Path, resume: Any, config: dict, rank: int):
+    """Claim ``run_dir`` for this start (:func:`claim`), hold the log until :meth:`RunClaim.accept`,
+    and release the lock however the run ends. A finished run yields a claim that says so."""
+    from .callbacks.preemption import scheduler_job_id
+    from .run_logs import hold_log, remove_handlers
+
+    try:
+        run = claim(run_dir, resume, config, scheduler_job_id(), rank)
+    except RunFinished as e:  # not an error: a sweep goes on with its next job
+        yield RunClaim(run_dir, None, finished=str(e))
+        return
+    run._handlers.append(hold_log())
+    try:
+        for note in run.notes:
+            log.warning(note)
+        if run.ckpt_path is not None and Path(run.ckpt_path) != run_dir / "checkpoints" / "last.ckpt":
+            check_resume_file(run.ckpt_path)
+        yield run
+    finally:
+        run.release()
+        remove_handlers(*run._handlers)
+
+
 def claim(run_dir: Path, resume: Any, config: dict, job_id: str | None, rank: int) -> RunClaim:
     """Decide whether this start may use ``run_dir`` (module docstring). Writes nothing but the
     lock; raises a one-line ``FileExistsError``/``ValueError`` or :class:`RunFinished`.
@@ -198,7 +254,7 @@ def claim(run_dir: Path, resume: Any, config: dict, job_id: str | None, rank: in
                              "schedule and model settings win): " + "; ".join(ignored))
         if fd is not None:
             _remove_partial_saves(run_dir)
-        return RunClaim(run_dir, ckpt_path, notes, fd)
+        return RunClaim(run_dir, ckpt_path, notes, fd, job_id)
     except BaseException:
         RunClaim(run_dir, None, _lock_fd=fd).release()  # a refused start leaves no owner behind
         if fd is not None and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:

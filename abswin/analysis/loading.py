@@ -30,6 +30,7 @@ class LoadedModel:
     model_name: str
     model_kwargs: dict
     report: LoadReport
+    mask_ratio: float | None = None  # the MAE run's, when the file records it (ours do)
 
 
 def model_from_checkpoint(path: str | Path, model_name: str | None = None, img_size: int | None = None,
@@ -56,4 +57,5 @@ def model_from_checkpoint(path: str | Path, model_name: str | None = None, img_s
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     model = create_model(name, **kwargs)
     report = load_checkpoint(model, path, checkpoint=checkpoint)
-    return LoadedModel(model.eval(), str(path), name, kwargs, report)
+    mask_ratio = (checkpoint.get("hyper_parameters") or {}).get("mask_ratio")
+    return LoadedModel(model.eval(), str(path), name, kwargs, report, mask_ratio)

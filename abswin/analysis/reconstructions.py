@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from . import drawing
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Reconstruction", "frames_of", "has_decoder", "load_image", "prepare",
            "reconstruct", "reconstruction_picture"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def has_decoder(model) -> bool:

@@ -17,7 +17,7 @@ from .embeddings import (channels_picture, check_channels, grid_at, next_size, n
 from .loading import LoadedModel
 from .reconstructions import IMAGENET_MEAN, IMAGENET_STD, has_decoder, reconstruct
 
-__all__ = ["Analysis", "analyze", "default_mask_ratio"]
+__all__ = ["Analysis", "analyze"]
 
 
 @dataclass
@@ -33,11 +33,6 @@ class Analysis:
     @property
     def report(self) -> Path:
         return self.out / "report.md"
-
-
-def default_mask_ratio(model) -> float:
-    """MAE's 0.6 for images, MAE-ST's 0.9 for video (as ``train.yaml``) when a checkpoint does not say."""
-    return 0.9 if len(model.input_size) == 3 else 0.6
 
 
 def _px(model, grid) -> str:
@@ -123,7 +118,10 @@ def analyze(model: torch.nn.Module | LoadedModel, out: str | Path, size: int | S
              f"token-to-token similarity of the {part} embedding ({source})")
 
     if inputs:
-        ratio = mask_ratio if mask_ratio is not None else default_mask_ratio(model)
+        ratio = mask_ratio if mask_ratio is not None else getattr(loaded, "mask_ratio", None)
+        if ratio is None:
+            raise ValueError("the checkpoint does not record its MAE mask ratio: pass one (--mask-ratio R; "
+                             "the recipes use 0.6 for images, 0.9 for video: conf/train.yaml)")
         for name, x in inputs.items():
             r = reconstruct(model, x, ratio, seed)
             result.losses[name] = r.loss

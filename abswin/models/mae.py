@@ -175,7 +175,7 @@ class MaskedAutoencoderHiera(Hiera):
         loss = (pred.float() - label.float()).pow(2).mean()
         return loss, pred, label
 
-    def forward(self, x: torch.Tensor, mask_ratio: float = 0.6, mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, mask_ratio: float, mask: torch.Tensor | None = None):
         """Returns ``(loss, pred, label, mask)`` as the official model; ``mask`` True = kept unit,
         ``pred``/``label`` are ``[num_masked_patches, patch_pixels]``."""
         latent, mask = self.forward_encoder(x, mask_ratio, mask)

@@ -154,7 +154,7 @@ class MAEReconstructionLogger(_EveryNEpochs):
         images = self._fixed_batch(trainer)
         if images is None or images.dim() not in (4, 5) or not analysis.has_decoder(model):
             return
-        ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.get("mask_ratio", 0.6)
+        ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.mask_ratio  # the run's
         was_training = model.training
         model.eval()
         try:
