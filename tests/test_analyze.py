@@ -139,6 +139,7 @@ def files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("files")
     classifier = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3)
     torch.save({"model_state": classifier.state_dict()}, d / "classifier.pth")
+    torch.save(abswin.create_model("mae_hiera_atto_224", img_size=64).state_dict(), d / "mae.pth")
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(d / "x.png")
     (d / "notes.txt").write_text("not an image")
     return d
@@ -153,8 +154,9 @@ def files(tmp_path_factory) -> dict:
     (["{d}/classifier.pth", "--model", "hiera_atto_224", "--image", "{d}/missing.png"], ["missing.png"]),
     (["{d}/notes.txt", "--model", "hiera_atto_224"], ["notes.txt"]),
     (["{d}/classifier.pth", "--size", "big"], ["--size", "'big'"]),
+    (["{d}/mae.pth", "--model", "mae_hiera_atto_224", "--image", "{d}/x.png"], ["--mask-ratio", "does not record"]),
 ], ids=["no-model", "unknown-model", "classifier-image", "channel", "size", "missing-image", "not-a-checkpoint",
-        "size-syntax"])
+        "size-syntax", "mask-ratio-unknown"])
 def test_bad_input_is_one_line(files, tmp_path, capsys, args, words):
     argv = [a.format(d=files) for a in args] + ["--out", str(tmp_path / "a")]
     try:
@@ -175,7 +177,8 @@ def test_video_mae_reconstructs_every_target_frame(tmp_path, capsys):
     write_mp4(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
     out = tmp_path / "analysis"
     code = main([str(tmp_path / "video_mae.pth"), "--model", "mae_hiera_atto_16x224", "--img-size", "64",
-                 "--num-frames", "8", "--sampling-rate", "1", "--video", str(tmp_path / "clip.mp4"), "--out", str(out)])
+                 "--num-frames", "8", "--sampling-rate", "1", "--video", str(tmp_path / "clip.mp4"), "--out", str(out),
+                 "--mask-ratio", "0.9"])  # a plain state dict does not record it (ours do)
     assert code == 0, capsys.readouterr().err
     report = _check_pictures(out, [*PICTURES, "reconstruction_clip.png"])
     assert "temporal one has 4 frame tokens" in report

@@ -79,6 +79,10 @@ def analyze(model: torch.nn.Module | LoadedModel, out: str | Path, size: int | S
     check_channels(model, channels)
     if inputs and not has_decoder(model):
         raise ValueError("reconstructions need an MAE checkpoint (with a decoder); this is a classifier")
+    ratio = mask_ratio if mask_ratio is not None else getattr(loaded, "mask_ratio", None)
+    if inputs and ratio is None:
+        raise ValueError("the checkpoint does not record its MAE mask ratio: pass one (--mask-ratio R; "
+                         "the recipes use 0.6 for images, 0.9 for video: conf/train.yaml)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = Analysis(out)
@@ -118,10 +122,6 @@ def analyze(model: torch.nn.Module | LoadedModel, out: str | Path, size: int | S
              f"token-to-token similarity of the {part} embedding ({source})")
 
     if inputs:
-        ratio = mask_ratio if mask_ratio is not None else getattr(loaded, "mask_ratio", None)
-        if ratio is None:
-            raise ValueError("the checkpoint does not record its MAE mask ratio: pass one (--mask-ratio R; "
-                             "the recipes use 0.6 for images, 0.9 for video: conf/train.yaml)")
         for name, x in inputs.items():
             r = reconstruct(model, x, ratio, seed)
             result.losses[name] = r.loss
