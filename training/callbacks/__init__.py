@@ -1,6 +1,6 @@
 """What happens around the training steps, one module per concern; ``conf/callbacks/`` selects them.
 
-* :mod:`.checkpoints`: :class:`RunCheckpoint`, when ``last.ckpt`` / ``best.ckpt`` are written.
+* :mod:`.save_intervals`: :class:`RunCheckpoint`, when ``last.ckpt`` / ``best.ckpt`` are written.
 * :mod:`.preemption`: :class:`PreemptionCheckpoint`, save and requeue on a scheduler's signal.
 * :mod:`.exact_resume`: :class:`ExactResume`, per-step reseeding and RNG states in checkpoints.
 * :mod:`.nonfinite`: :class:`NonFiniteGuard`, stop or skip on NaN gradients, never save NaN weights.
@@ -9,7 +9,7 @@
 * :mod:`.pictures`: the position-embedding and MAE-reconstruction numbers and pictures.
 """
 
-from .checkpoints import RunCheckpoint
+from .save_intervals import RunCheckpoint
 from .exact_resume import ExactResume
 from .learning_rate import LearningRateLogger
 from .nonfinite import NonFiniteError, NonFiniteGuard
