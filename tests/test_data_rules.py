@@ -48,8 +48,6 @@ def _dm(root: Path, **kw) -> ImageDataModule:
 # ---------------------------------------------------------------------------- video CSVs
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    pytest.importorskip("av")
-    pytest.importorskip("decord")
     from datamodules.video_demo import write_mp4
 
     root = tmp_path_factory.mktemp("csv")

@@ -175,8 +175,9 @@ class MaskedAutoencoderHiera(Hiera):
         loss = (pred.float() - label.float()).pow(2).mean()
         return loss, pred, label
 
-    def forward(self, x: torch.Tensor, mask_ratio: float, mask: torch.Tensor | None = None):
-        """Returns ``(loss, pred, label, mask)`` as the official model; ``mask`` True = kept unit,
+    def forward(self, x: torch.Tensor, mask_ratio: float = 0.6, mask: torch.Tensor | None = None):
+        """Returns ``(loss, pred, label, mask)`` as the official model (its signature, default
+        included: training always passes the recipe's ratio from conf/); ``mask`` True = kept unit,
         ``pred``/``label`` are ``[num_masked_patches, patch_pixels]``."""
         latent, mask = self.forward_encoder(x, mask_ratio, mask)
         pred, pred_mask = self.forward_decoder(latent, mask)
