@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from abswin.seeding import derive_seed
 from .files import FileDataset, check_readable
-from .loading import ResumableSampler, ShardSampler, check_full_batch, make_loader, split_global_batch
+from .loading import (ResumableSampler, ShardSampler, batches_per_epoch, check_full_batch, make_loader,
+                      split_global_batch)
 from .transforms import mode_train_transform, randaug_settings
 
 log = logging.getLogger("datamodules")
@@ -170,7 +171,7 @@ class ShardedDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         """Split the batch over the trainer's devices; build (and probe) the splits once."""
-        self.world_size, self.rank, self.per_device_batch_size = split_global_batch(
+        self.world_size, self.rank, self.per_device_batch_size, self.accumulation = split_global_batch(
             getattr(self, "trainer", None), self.batch_size)
         if self.train_set is None:
             self.train_set = self._probed(self.train_split, train=True)
@@ -217,12 +218,12 @@ class ShardedDataModule(pl.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         dataset = self.train_set
-        check_full_batch(len(dataset), self.batch_size, self.per_device_batch_size, self.world_size)
+        check_full_batch(len(dataset), self.batch_size)
         dataset.seed = self._seed()
         sampler = ResumableSampler(len(dataset), self.world_size, self.rank, self.per_device_batch_size,
-                                   dataset.seed)
+                                   dataset.seed, self.accumulation)
         if self._resume_position is not None:
-            sampler.start(self._resume_position["epoch"], self._resume_position["batches_done"])
+            sampler.start(*self._resume_at(self._resume_position, len(dataset)))
             log.info("training data resumes at epoch %d, batch %d", sampler.epoch, sampler._skip_batches)
             self._resume_position = None
         self._train_sampler = sampler
@@ -254,14 +255,35 @@ class ShardedDataModule(pl.LightningDataModule):
         return sum(d.num_skipped for d in (self.train_set, self.val_set, self.test_set) if d is not None)
 
     # ------------------------------------------------------------------ checkpoint state
+    def _batch_split(self) -> list[int]:
+        return [self.world_size, self.per_device_batch_size, self.accumulation]
+
+    def _resume_at(self, position: dict, num_samples: int) -> tuple[int, int]:
+        """``(epoch, batches_done)`` to continue from. A mid-epoch position counts its own split's
+        batches (and so does Lightning's loop): continuing it with another split (devices,
+        per_device_batch, accumulation) would skip or repeat samples, so that is refused; an
+        epoch-end position continues with any split."""
+        split = list(position.get("split") or self._batch_split())
+        epoch, done = position["epoch"], position["batches_done"]
+        if done >= batches_per_epoch(num_samples, *split):
+            return epoch + 1, 0
+        if split == self._batch_split() or done == 0:
+            return epoch, done
+        raise ValueError(f"the checkpoint was written mid-epoch with {split[0]} device(s) x {split[1]} per device "
+                         f"x accumulation {split[2]}; this run splits the batch as {self._batch_split()[0]} x "
+                         f"{self._batch_split()[1]} x {self._batch_split()[2]}: resume with the same devices and "
+                         f"per_device_batch={split[1]}, or from an epoch-end checkpoint")
+
     def state_dict(self) -> dict:
-        """The training position when the checkpoint is written: the epoch and how many of its
-        batches were trained (the batch being finished counts: checkpoints are written after it)."""
+        """The training position when the checkpoint is written: the epoch, how many of its batches
+        were trained (the batch being finished counts: checkpoints are written after it) and the
+        batch split those batches were counted in."""
         trainer = getattr(self, "trainer", None)
         if trainer is None or self._train_sampler is None:
             return {}
         done = batches_done(trainer)
-        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done)}}
+        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done),
+                                   "split": self._batch_split()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume_position = state_dict.get("train_position")

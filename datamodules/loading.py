@@ -94,9 +94,17 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.num_replicas))
 
 
+def batches_per_epoch(num_samples: int, replicas: int, per_device: int, accumulation: int) -> int:
+    """One device's batches in an epoch of full optimizer steps (global batch ``replicas x
+    per_device x accumulation``): an epoch never ends in a short step."""
+    return num_samples // (replicas * per_device * accumulation) * accumulation
+
+
 class ResumableSampler(Sampler[SampleKey]):
-    """Training sampler: a permutation seeded from ``(seed, epoch)``, cut to a multiple of ``num_replicas x
-    batch_size`` (full batches only), rank ``r`` taking every ``num_replicas``-th index from ``r``.
+    """Training sampler: a permutation seeded from ``(seed, epoch)``, cut to a multiple of the global
+    batch ``num_replicas x batch_size x accumulation`` (full optimizer steps only: an epoch never ends
+    in a short step, and it holds the same samples on any number of devices), rank ``r`` taking every
+    ``num_replicas``-th index from ``r``.
 
     ``start(epoch, batches_done)`` makes the next iteration begin ``batches_done`` batches into
     ``epoch`` (a mid-epoch resume); later epochs start at their beginning. ``len()`` is always the
@@ -104,13 +112,15 @@ class ResumableSampler(Sampler[SampleKey]):
     resume; the resumed epoch simply ends ``batches_done`` batches early.
     """
 
-    def __init__(self, num_samples: int, num_replicas: int, rank: int, batch_size: int, seed: int) -> None:
+    def __init__(self, num_samples: int, num_replicas: int, rank: int, batch_size: int, seed: int,
+                 accumulation: int = 1) -> None:
         self.num_samples = int(num_samples)
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.batches_per_epoch = self.num_samples // (self.num_replicas * self.batch_size)
+        self.batches_per_epoch = batches_per_epoch(self.num_samples, self.num_replicas, self.batch_size,
+                                                   int(accumulation))
         self.epoch = 0
         self._skip_batches = 0
 
@@ -177,9 +187,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
-    """``(world_size, rank, per_device_batch)`` for a GLOBAL ``batch_size`` split over devices and
-    gradient accumulation (``trainer`` may be None: one process)."""
+def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int, int]:
+    """``(world_size, rank, per_device_batch, accumulation)`` for a GLOBAL ``batch_size`` split over
+    devices and gradient accumulation (``trainer`` may be None: one process)."""
     world = int(getattr(trainer, "world_size", 1)) if trainer is not None else 1
     rank = int(getattr(trainer, "global_rank", 0)) if trainer is not None else 0
     accumulate = int(getattr(trainer, "accumulate_grad_batches", 1)) if trainer is not None else 1
@@ -187,12 +197,12 @@ def split_global_batch(trainer, batch_size: int) -> tuple[int, int, int]:
     if batch_size % div:
         raise ValueError(f"data.batch_size={batch_size} (global) is not divisible by world_size "
                          f"{world} x accumulate_grad_batches {accumulate} = {div}")
-    return world, rank, batch_size // div
+    return world, rank, batch_size // div, accumulate
 
 
-def check_full_batch(num_samples: int, batch_size: int, per_device: int, world_size: int) -> None:
-    """Training drops incomplete batches: fail clearly when not one full batch fits."""
-    if num_samples < per_device * world_size:
+def check_full_batch(num_samples: int, batch_size: int) -> None:
+    """Training drops incomplete optimizer steps: fail clearly when not one full global batch fits."""
+    if num_samples < batch_size:
         raise ValueError(f"data.batch_size={batch_size} is larger than the {num_samples} training samples: "
                          f"no full batch (lower data.batch_size)")
 

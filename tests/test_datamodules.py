@@ -157,6 +157,39 @@ def test_missing_or_empty_root_is_a_one_line_error(tmp_path):
     _one_line_error(lambda: _dm(tmp_path), tmp_path / "train")
 
 
+def test_an_epoch_holds_the_same_samples_on_any_split():
+    """The global batch 8 as 1 device x 4 x accumulation 2, 2 x 4 x 1 or 4 x 2 x 1: each epoch
+    trains the same samples in the same steps (a multiple of the global batch, never a short step)."""
+    def steps(replicas, per_device, accumulation):
+        ranks = [list(ResumableSampler(101, replicas, r, per_device, seed=3, accumulation=accumulation))
+                 for r in range(replicas)]
+        batches = [[k.index for k in rank[i:i + per_device]] for rank in ranks for i in range(0, len(rank), per_device)]
+        per_step = per_device * replicas * accumulation
+        flat = sorted(i for b in batches for i in b)
+        return len(flat) // per_step, set(flat)
+
+    assert steps(1, 4, 2) == steps(2, 4, 1) == steps(4, 2, 1)
+    assert steps(1, 4, 2)[0] == 101 // 8
+
+
+def test_a_mid_epoch_position_of_another_split_is_refused(folder):
+    """A mid-epoch checkpoint counts its own split's batches: continuing it on other devices or with
+    another per-device batch would skip or repeat samples. An epoch-end position continues anywhere."""
+    dm = _dm(folder, batch_size=8)
+    dm.trainer = SimpleNamespace(world_size=2, accumulate_grad_batches=2, global_rank=0)
+    dm.setup("fit")
+    dm.load_state_dict({"train_position": {"epoch": 0, "batches_done": 2, "split": [1, 2, 4]}})
+    with pytest.raises(ValueError, match=r"mid-epoch with 1 device\(s\) x 2 per device x accumulation 4; "
+                                         r"this run splits the batch as 2 x 2 x 2") as e:
+        dm.train_dataloader()
+    assert "\n" not in str(e.value)
+    dm.load_state_dict({"train_position": {"epoch": 0, "batches_done": 1, "split": [2, 2, 2]}})
+    assert dm.train_dataloader().sampler._skip_batches == 1  # the same split: exact
+    done = len(dm.train_set) // 8 * 4  # one device's batches per epoch of the old split: the epoch ended
+    dm.load_state_dict({"train_position": {"epoch": 0, "batches_done": done, "split": [1, 2, 4]}})
+    assert dm.train_dataloader().sampler.epoch == 1
+
+
 def test_global_batch_to_per_device(folder):
     dm = _dm(folder, batch_size=8)
     dm.trainer = SimpleNamespace(world_size=2, accumulate_grad_batches=2, global_rank=1)
@@ -166,7 +199,8 @@ def test_global_batch_to_per_device(folder):
     assert loader.batch_size == 2
     assert isinstance(loader.sampler, ResumableSampler)
     assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
-    assert len(loader) == loader.sampler.batches_per_epoch == len(dm.train_set) // (2 * 2)  # full batches
+    # full optimizer steps only (2 devices x 2 x accumulation 2 = 8): an epoch never ends in a short step
+    assert len(loader) == loader.sampler.batches_per_epoch == len(dm.train_set) // 8 * 2
     val = dm.val_dataloader()
     assert isinstance(val.sampler, ShardSampler) and list(val.sampler) == [1, 3, 5]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ..lightning_private import save_checkpoint_now
+from ..lightning_private import accumulating, save_checkpoint_now
 
 __all__ = ["RunCheckpoint"]
 
@@ -37,6 +37,13 @@ class RunCheckpoint(ModelCheckpoint):
             raise ValueError(f"a checkpoint takes one interval, got {' and '.join(chosen)} (set the others to null)")
         self._at_end = bool(kwargs.get("every_n_train_steps") or kwargs.get("train_time_interval"))
         super().__init__(**kwargs)
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        """Never between the batches of one optimizer step: their gradients are in no checkpoint, so a
+        time-based save there would not resume exactly (every rank decides the same)."""
+        if accumulating(trainer):
+            return
+        super().on_train_batch_end(trainer, *args, **kwargs)
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
