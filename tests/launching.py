@@ -4,9 +4,10 @@ SLURM job (two processes with the environment srun sets), or one plain process.
 
 A test starts a run with :func:`start`, which returns a :class:`Launch`: the launched processes,
 their stdout/stderr files and the run directory. ``Launch.wait`` never hangs: past its timeout it
-kills every process of the run and fails the test. The processes of a run are found through
-/proc by a unique marker (the run name) in their command lines, so ranks and data-loader
-workers are found even after their parent died.
+kills every process of the run and fails the test. Every process of a run carries the
+variable ``ABSWIN_TEST_RUN=<run name>`` in its environment, which children inherit: ranks,
+torchrun's agent, forkserver-started data-loader workers (whose command lines name no run), so
+they are all found through /proc even after their parent died.
 """
 
 from __future__ import annotations
@@ -70,13 +71,6 @@ def write_video_set(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def data_roots(tmp_path_factory) -> dict[str, Path]:
-    """{"images": folder, "video": folder} (a fixture: import it into the test module)."""
-    return {"images": write_image_folder(tmp_path_factory.mktemp("images")),
-            "video": write_video_set(tmp_path_factory.mktemp("video"))}
-
-
 def data_overrides(kind: str, root: Path) -> list[str]:
     if kind == "images":
         return ["data=imagefolder", f"data.root={root}", "data.img_size=64", "data.batch_size=8"]
@@ -118,9 +112,15 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def clean_env(output_root: Path, **extra: str) -> dict[str, str]:
+MARKER = "ABSWIN_TEST_RUN"  # the environment variable that marks every process of a launched run
+
+
+def clean_env(output_root: Path, marker: str = "", **extra: str) -> dict[str, str]:
+    """The test's environment without what would make a process think it is a rank of some job,
+    plus the run's ``marker`` (:data:`MARKER`)."""
     env = {k: v for k, v in os.environ.items() if k not in _DROP and not k.startswith(_DROP_PREFIXES)}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", WANDB_MODE="offline", ABSWIN_OUTPUT_ROOT=str(output_root))
+    env[MARKER] = marker
     env.update(extra)
     return env
 
@@ -160,13 +160,18 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in items if b"=" in item)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def processes_with(marker: str) -> list[int]:
-    """Live (not zombie) processes whose command line contains ``marker``."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid() and marker in cmdline(int(p.name)):
-            pids.append(int(p.name))
-    return pids
+    """Live (not zombie) processes whose environment holds ``ABSWIN_TEST_RUN=marker``."""
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and int(p.name) != os.getpid() and _environ(int(p.name)).get(MARKER) == marker
+            and _alive(int(p.name))]
 
 
 def rank_of(pid: int) -> int:
@@ -211,15 +216,22 @@ class Launch:
         return processes_with(self.marker)
 
     def ranks(self) -> dict[int, int]:
-        """{global rank: pid} of the training processes: those that are neither a torchrun agent
-        nor a fork (data-loader worker) of a process with the same command line."""
+        """{global rank: pid} of the training processes: those running the entry point that are
+        neither a torchrun agent nor a fork (data-loader worker) of a process with the same command
+        line; forkserver workers and helpers run ``multiprocessing`` and are not ranks."""
         found = {}
         for pid in self.pids():
             cmd = cmdline(pid)
-            if "torch.distributed.run" in cmd or "submitit.local._local" in cmd or cmd == cmdline(_ppid(pid)):
+            if ("torch.distributed.run" in cmd or "submitit.local._local" in cmd or "multiprocessing" in cmd
+                    or cmd == cmdline(_ppid(pid))):
                 continue
             found[rank_of(pid)] = pid
         return found
+
+    def workers(self) -> list[int]:
+        """The run's other processes: data-loader workers, their forkserver, helpers."""
+        ranks = set(self.ranks().values())
+        return [pid for pid in self.pids() if pid not in ranks and "torch.distributed.run" not in cmdline(pid)]
 
     def wait_for_ranks(self, n: int, timeout: float = 60) -> dict[int, int]:
         deadline = time.monotonic() + timeout
@@ -312,10 +324,8 @@ class Launch:
 _STARTED: list[Launch] = []
 
 
-@pytest.fixture(autouse=True)
-def kill_leftover_processes():
-    """Autouse (import it into a test module): whatever a test started dies with the test."""
-    yield
+def kill_started() -> None:
+    """SIGKILL every process of every launch so far (conftest.py calls it after each test)."""
     while _STARTED:
         _STARTED.pop().kill()
 
@@ -331,7 +341,8 @@ def start(launcher: str, script: str, overrides: list[str], *, output_root: Path
         args = ["-m", *(a for a in args if a != "-m")]
     logs = output_root / "logs" / f"{run_name}-{len(_STARTED)}"
     logs.mkdir(parents=True, exist_ok=True)
-    base = clean_env(output_root, **(env or {}))
+    marker = unique_name(run_name)  # this launch's processes only, not a later launch of the same run
+    base = clean_env(output_root, marker, **(env or {}))
     if launcher == "slurm":
         job, port = slurm_job or slurm_job_id(), free_port()
         commands = [([PYTHON, script, *args], {**base, **slurm_env(r, job, port)}) for r in range(2)]
@@ -348,7 +359,7 @@ def start(launcher: str, script: str, overrides: list[str], *, output_root: Path
                                           start_new_session=True))
         files.append((out, err))
     run_dir = output_root / TASKS[script] / run_name
-    launch = Launch(procs, files, run_dir, run_name, f"{launcher} {script} {run_name}")
+    launch = Launch(procs, files, run_dir, marker, f"{launcher} {script} {run_name}")
     _STARTED.append(launch)
     return launch
 

@@ -41,8 +41,9 @@ import torch
 
 from launching import PYTHON, ROOT, clean_env, unique_name, write_image_folder, write_video_set
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # the whole table: a process per case
+              pytest.mark.filterwarnings(
+                  "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")]
 
 TASKS = {"train.py": "pretrain", "finetune.py": "finetune"}
 PRE, FT = "bad-input-pretrain", "bad-input-finetune"  # the two existing (finished) runs

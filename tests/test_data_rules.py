@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from datamodules import ImageDataModule, decode
-from data_modules import data_module  # noqa: E402
-from modules import finetune_module  # noqa: E402
+from recipe_data_modules import data_module  # noqa: E402
+from recipe_modules import finetune_module  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -24,7 +24,7 @@ from datamodules import (
     build_demo_dataset,
     eval_transform,
 )
-from data_modules import data_module
+from recipe_data_modules import data_module
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -123,7 +123,12 @@ def test_eval_transform_resize_center_crop(folder):
     # crop_pct 1.0: resize to 20 (the centre 100x100 of the original), the square is the middle half
     y = eval_transform(20, crop_pct=1.0)(x)
     assert torch.allclose(y[:, 0, 0], black, atol=1e-5) and torch.allclose(y[:, 10, 10], white, atol=1e-5)
-    assert int(224 / 0.875) == 256  # the standard ImageNet numbers
+    # ImageNet's numbers: 224 px at crop_pct 0.875 resizes the shorter side to 256 and crops the
+    # centre 224: of a 256x512 image with a 16 px black border, exactly the white inside
+    x = torch.zeros(3, 256, 512, dtype=torch.uint8)
+    x[:, 16:240, 144:368] = 255
+    y = eval_transform(224, crop_pct=0.875)(x)
+    assert y.shape == (3, 224, 224) and torch.allclose(y, white[:, None, None].expand(3, 224, 224), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["json", "txt"])
@@ -223,6 +228,7 @@ def test_shard_sampler_covers_each_index_once(n):
     assert [len(ShardSampler(list(range(n)), 2, r)) for r in range(2)] == [len(s) for s in shards]
 
 
+@pytest.mark.slow
 def test_loader_is_reproducible_with_seed(folder):
     def first_batch(seed):
         dm = _dm(folder, seed=seed, num_workers=1, persistent_workers=False)
@@ -234,6 +240,7 @@ def test_loader_is_reproducible_with_seed(folder):
     assert not torch.equal(a.images, first_batch(4).images)
 
 
+@pytest.mark.slow
 def test_demo_set_builds_once(tmp_path):
     root = build_demo_dataset(tmp_path / "demo")
     for split, n in (("train", 4000), ("val", 1000)):
@@ -259,6 +266,7 @@ def test_demo_set_builds_once(tmp_path):
     assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 0], raw[:, 2], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_demo_half_written_folder_is_rebuilt(tmp_path):
     root = tmp_path / "demo"
     (root / "train" / "3").mkdir(parents=True)
@@ -296,7 +304,7 @@ def test_data_configs_are_flat_and_the_only_home_of_their_numbers(name):
     argument without a default is in the config."""
     from hydra.utils import get_class
 
-    from data_modules import data_arguments
+    from recipe_data_modules import data_arguments
 
     args = data_arguments(name)
     params = _constructor_parameters(get_class(args.pop("_target_")))
@@ -379,6 +387,7 @@ def test_derive_seed():
     torch.manual_seed(a)
 
 
+@pytest.mark.slow
 def test_a_mid_epoch_resume_gives_the_rest_of_the_epoch_unchanged(folder):
     """The data side of an exact resume: a data module that loads a checkpoint's training position
     (epoch 1, 2 batches done) yields that epoch's remaining batches, the same samples with the same

@@ -1,6 +1,10 @@
-"""Two real DDP processes on the CPU (gloo): every validation image is seen exactly once."""
+"""Two real DDP processes on the CPU (gloo): every validation image or video is counted exactly once,
+through ``finetune.py trainer=ddp`` launched as users launch it, and through a ``ddp_spawn`` Trainer
+with a counting callback (which also checks the labels)."""
 
 from __future__ import annotations
+
+import json
 
 import lightning.pytorch as pl
 import pytest
@@ -8,9 +12,11 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from training import FinetuneModule
-from data_modules import data_module  # noqa: E402
-from modules import finetune_module  # noqa: E402
+from recipe_data_modules import data_module  # noqa: E402
+from launching import COMMON, run, unique_name  # noqa: E402
+from recipe_modules import finetune_module  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches")]  # multi-process runs: one at a time
 
 
 class CountSeen(pl.Callback):
@@ -32,14 +38,31 @@ class CountSeen(pl.Callback):
             pl_module.log(f"seen/class{c}", self.labels[c].item(), rank_zero_only=True)
 
 
-def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
-    val_counts = [5, 4, 4]  # 13 images: an odd total, which padding samplers would round up to 14
-    for split, counts in (("train", [4, 4, 4]), ("val", val_counts)):
+VAL_COUNTS = [5, 4, 4]  # 13 validation images: an odd total, which padding samplers would round up to 14
+
+
+def write_odd_folder(root) -> None:
+    for split, counts in (("train", [4, 4, 4]), ("val", VAL_COUNTS)):
         for c, n in enumerate(counts):
-            d = tmp_path / split / f"c{c}"
+            d = root / split / f"c{c}"
             d.mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (40, 48), (80 * c, 60, 200 - 60 * c)).save(d / f"{i}.jpg")
+
+
+def test_finetune_under_trainer_ddp_evaluates_every_image_once(tmp_path):
+    write_odd_folder(tmp_path / "data")
+    overrides = ["data=imagefolder", f"data.root={tmp_path / 'data'}", "data.img_size=64", "data.batch_size=4",
+                 *COMMON, "trainer.max_epochs=1", "logger=csv"]
+    job = run("lightning", "finetune.py", overrides, output_root=tmp_path, run_name=unique_name("odd"))
+    metrics = json.loads((job.run_dir / "results.json").read_text())["metrics"]
+    assert metrics["val/samples"] == 13, metrics
+    correct = metrics["val/acc1"] * 13
+    assert abs(correct - round(correct)) < 1e-4, f"val/acc1={metrics['val/acc1']} is not k/13"
+
+
+def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
+    write_odd_folder(tmp_path)
     dm = data_module("imagefolder", tmp_path, img_size=64, batch_size=4, num_workers=0, randaug_mstd=None,
                      random_erasing=0.0)
     module = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, lr=1e-3, batch_size=4,
@@ -53,8 +76,9 @@ def test_ddp_two_ranks_shard_without_duplicates(tmp_path):
     trainer.fit(module, datamodule=dm)
     m = trainer.callback_metrics
     assert m["seen/count"].item() == 13
-    assert [m[f"seen/class{c}"].item() for c in range(3)] == val_counts
-    assert 0.0 <= m["val/acc1"].item() <= 1.0
+    assert [m[f"seen/class{c}"].item() for c in range(3)] == VAL_COUNTS
+    correct = m["val/acc1"].item() * 13  # the accuracy of exactly the 13 images, not of a padded 14
+    assert abs(correct - round(correct)) < 1e-4, f"val/acc1={m['val/acc1'].item()} is not k/13"
 
 
 def test_ddp_video_multi_view_eval_counts_every_video_once(tmp_path):

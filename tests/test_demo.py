@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1", "data.num_workers=0", "trainer.enable_model_summary=false"]
@@ -43,9 +47,13 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
 
     summary = json.loads((out / "results.json").read_text())
     assert [row["train_fraction"] for row in summary["rows"]] == [1.0, 0.1]
-    for row in summary["rows"]:
-        for init in ("mae", "scratch"):
-            assert 0.0 <= row[init]["val/acc1"] <= 1.0 and row[init]["epochs"] == 1
+    printed = re.findall(r"\| (\d+\.\d)% \((\d+)/(\d+)\)", r.stdout)  # the table: top-1 (correct/total)
+    assert len(printed) == 4
+    for row, pair in zip(summary["rows"], (printed[:2], printed[2:])):
+        for init, (percent, correct, total) in zip(("mae", "scratch"), pair):
+            assert row[init]["epochs"] == 1 and int(total) > 0
+            assert row[init]["val/acc1"] == pytest.approx(int(correct) / int(total), abs=1e-6)
+            assert percent == f"{100 * row[init]['val/acc1']:.1f}"
     # the fraction reached the data module: 10% of the 4000 training digits, stratified
     # (in the run's own log too, although the data checks log it before the run directory is accepted)
     log = (out / "finetune" / "ft_10pct_from_scratch" / "finetune.log").read_text()

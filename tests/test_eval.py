@@ -4,6 +4,7 @@ sample once, official-format absolute checkpoints resized naively, and one-line 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 
 import abswin
 from launching import PYTHON, ROOT, TRAINER_ARGS, clean_env, write_image_folder
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches")]  # each test launches eval.py
 
 DATA = ["data=imagefolder", "data.img_size=64", "data.batch_size=8", "data.num_workers=0",
         "trainer.enable_progress_bar=false"]
@@ -79,6 +82,8 @@ def test_an_official_absolute_checkpoint_is_built_absolute_and_resized_naively(f
     assert row["samples"] == 12 and row["img_size"] == 64
     log = r.stdout + r.stderr
     assert "(image classifier, absolute position embedding)" in log and "converted to abs-win" not in log
+    # the 24x24-token grid of 96 px interpolated to the 16x16 of 64 px (the load report's line)
+    assert re.search(r"resized pos_embed: \(1, 576, \d+\) -> \(1, 256, \d+\)", log), log[-3000:]
 
 
 @pytest.mark.parametrize("case", ["mae", "classes"])

@@ -190,8 +190,6 @@ def test_batch_progress_processed(tmp_path):
 def test_model_checkpoint_save_now(tmp_path):
     """RunCheckpoint writes the final state at the end of a step-interval run, with the callback's
     own bookkeeping, and never twice at one step."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     base = "lightning.pytorch.callbacks.ModelCheckpoint"
     parameters(f"{base}._should_skip_saving_checkpoint", private("lightning.pytorch.callbacks",
                "ModelCheckpoint._should_skip_saving_checkpoint"), ["trainer"])

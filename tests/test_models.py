@@ -109,6 +109,7 @@ def test_image_classifier_matches_official():
     assert not torch.allclose(out.sum(-1), torch.ones(2))
 
 
+@pytest.mark.slow
 def test_video_classifier_matches_official():
     off, ours = _pair("hiera_base_16x224")
     off.eval(), ours.eval()
@@ -121,6 +122,7 @@ def test_video_classifier_matches_official():
     "name,shape,ratio",
     [("mae_hiera_tiny_224", (2, 3, 224, 224), 0.6), ("mae_hiera_base_16x224", (1, 3, 16, 224, 224), 0.9)],
 )
+@pytest.mark.slow
 def test_mae_matches_official(name, shape, ratio):
     off, ours = _pair(name)
     x = torch.randn(shape)
@@ -134,6 +136,7 @@ def test_mae_matches_official(name, shape, ratio):
     torch.testing.assert_close(label, label_ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_mae_training_gradients_match_official():
     off, ours = _pair("mae_hiera_tiny_224")
     x = torch.randn(1, 3, 224, 224)

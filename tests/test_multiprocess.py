@@ -11,26 +11,27 @@ from launching import (
     COMMON,
     assert_finished_run,
     data_overrides,
-    data_roots,  # noqa: F401  (fixture)
     epochs_shown,
-    kill_leftover_processes,  # noqa: F401  (autouse fixture)
     load_checkpoint,
     run,
     steps_per_epoch,
     unique_name,
 )
 
+pytestmark = pytest.mark.xdist_group("launches")  # multi-process runs: one at a time (Makefile: --dist loadgroup)
+
 TIMEOUT = 180  # seconds per launch; 2 epochs take about 20 s
 
 
-# every launcher runs both entry points and both data kinds; the loggers alternate
+# every launcher runs both entry points and both data kinds; the loggers alternate (the first case is
+# `make test`'s real two-process launch; the others are slow)
 CASES = [
     pytest.param("lightning", "images", "train.py", "csv", id="lightning-images-train-csv"),
-    pytest.param("lightning", "video", "finetune.py", "wandb", id="lightning-video-finetune-wandb"),
-    pytest.param("torchrun", "images", "train.py", "wandb", id="torchrun-images-train-wandb"),
-    pytest.param("torchrun", "video", "finetune.py", "csv", id="torchrun-video-finetune-csv"),
-    pytest.param("slurm", "images", "train.py", "csv", id="slurm-images-train-csv"),
-    pytest.param("slurm", "video", "finetune.py", "wandb", id="slurm-video-finetune-wandb"),
+    pytest.param("lightning", "video", "finetune.py", "wandb", id="lightning-video-finetune-wandb", marks=pytest.mark.slow),
+    pytest.param("torchrun", "images", "train.py", "wandb", id="torchrun-images-train-wandb", marks=pytest.mark.slow),
+    pytest.param("torchrun", "video", "finetune.py", "csv", id="torchrun-video-finetune-csv", marks=pytest.mark.slow),
+    pytest.param("slurm", "images", "train.py", "csv", id="slurm-images-train-csv", marks=pytest.mark.slow),
+    pytest.param("slurm", "video", "finetune.py", "wandb", id="slurm-video-finetune-wandb", marks=pytest.mark.slow),
 ]
 
 
@@ -48,6 +49,7 @@ def test_two_ranks_run_two_epochs_then_resume(launcher, kind, script, logger, da
     assert epochs_shown(again.output()) == {2}, "the resumed run trained other epochs than the 3rd"
 
 
+@pytest.mark.slow
 def test_sweep_under_lightning_ddp_runs_each_job_once(data_roots, tmp_path):
     """`finetune.py -m` with Lightning's DDP launcher: rank 1 joins each job, it does not start the sweep again."""
     overrides = ["-m", *data_overrides("images", data_roots["images"]), "data.img_size=64,96", *COMMON,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import abswin
 from abswin import CheckpointError
 from datamodules import collate_images
 from training import FinetuneModule, NonFiniteError, NonFiniteGuard, RunCheckpoint
-from modules import finetune_module  # noqa: E402
+from recipe_modules import finetune_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,11 @@ def test_load_checkpoint_refuses_non_finite_weights(tmp_path):
                             f"(weights of a diverged run?)")
 
 
-def test_a_diverging_run_exits_non_zero_and_keeps_no_nan_checkpoint(tmp_path):
+@pytest.mark.slow
+def test_a_diverging_run_exits_1_naming_its_last_finite_checkpoint(tmp_path):
+    """train.py with last.ckpt saved every step and every gradient NaN at step 3
+    (tests/injected_callbacks.py): exit 1, one line naming the step and last.ckpt, which holds
+    step 3's finite weights; no results.json."""
     for c in range(2):
         d = tmp_path / "data" / "train" / f"c{c}"
         d.mkdir(parents=True)
@@ -148,15 +153,17 @@ def test_a_diverging_run_exits_non_zero_and_keeps_no_nan_checkpoint(tmp_path):
             Image.new("RGB", (40, 48), (120 * c, 60, 90)).save(d / f"{i}.jpg")
     env = dict(os.environ, ABSWIN_OUTPUT_ROOT=str(tmp_path / "out"), WANDB_MODE="offline")
     r = subprocess.run([sys.executable, "train.py", "data=imagefolder", f"data.root={tmp_path / 'data'}",
-                        "data.img_size=64", "data.batch_size=8", "data.num_workers=0", "module.blr=1e8",
-                        "module.warmup_epochs=0", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                        "data.img_size=64", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=3",
+                        "trainer.enable_progress_bar=false", "callbacks.last.every_n_train_steps=1",
+                        "+callbacks.nan._target_=tests.injected_callbacks.NaNGradientAt", "+callbacks.nan.steps=[3]",
                         "run_name=diverge"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr[-2000:]
     last_line = r.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: step ") and "the loss is nan" in last_line, last_line
     run_dir = tmp_path / "out" / "pretrain" / "diverge"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert re.fullmatch(rf"error: step 3: the loss is \S+ and the gradient norm nan: training diverged .*"
+                        rf"the last finite checkpoint is {re.escape(str(last))} \(step 3\)", last_line), last_line
     assert not (run_dir / "results.json").exists()
-    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):  # whatever was written is finite
-        sd = torch.load(ckpt, weights_only=True)["state_dict"]
-        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
-        assert str(ckpt) in last_line
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from launching import ROOT, clean_env
 
 
@@ -43,6 +45,7 @@ def test_wheel_ships_the_library_alone(tmp_path):
     assert not [n for n in names if n.endswith("entry_points.txt")]  # no console scripts: the app runs from a clone
 
 
+@pytest.mark.slow
 def test_train_py_trains_from_any_directory(tmp_path):
     """``python /path/to/clone/train.py`` from another folder: the configs beside it compose, one
     step runs on the demo data, and the run directory lands under the working directory."""

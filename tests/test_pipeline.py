@@ -1,4 +1,5 @@
-"""End to end: train.py / finetune.py on real image files, resume, sweeps, W&B offline, bad input."""
+"""End to end on real image files: MAE weights reaching finetuning and sweeps through the entry
+points as processes; resume, the logged config and W&B offline through ``train(cfg)`` in-process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import abswin
 from train import train
 from training.config import compose_config, register_resolvers
-from launching import write_image_folder
+from launching import run, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
@@ -46,36 +47,46 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_pretrain_then_finetune_on_image_folder(image_root, tmp_path):
-    data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64"]
-    pre_dir = tmp_path / "pre"
-    metrics = train(_cfg("train", pre_dir, [*data, "logger=csv"]))
-    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-    assert 0.0 <= metrics["pos_embed/window_similarity"] <= 1.0
-    ckpt = pre_dir / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
-    assert list((pre_dir / "csv").rglob("metrics.csv")) and list(pre_dir.rglob("plots/mae_reconstruction_*.png"))
-
-    ft_dir = tmp_path / "ft"
-    metrics = train(_cfg("finetune", ft_dir, [*data, f"pretrained={ckpt}", "logger=none"]))
-    assert {"val/acc1", "val/acc5", "val/loss"} <= set(metrics)
-    results = json.loads((ft_dir / "results.json").read_text())
-    assert results["metrics"]["val/acc1"] == pytest.approx(metrics["val/acc1"])
-    # the finetuned encoder started from the MAE weights, not from scratch
-    pre = _weights(ckpt)
-    fresh = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3)
-    key = "model.pos_embed_window"
-    assert not torch.equal(pre[key], fresh.pos_embed_window)
+NO_UPDATE = ["module.lr=0", "module.min_lr=0", "trainer.max_steps=1"]  # one step that changes no weight
 
 
-def test_finetune_at_another_resolution_from_a_224_checkpoint(tmp_path):
-    """`pretrained=` an official-format file at 224px, finetuned at 96px: abs-win needs no resize."""
+def _encoder_differences(source: dict, finetuned: dict, prefix: str = "") -> tuple[int, list[str]]:
+    """(how many encoder tensors the two share, the names of those that differ): the finetuned
+    classifier's ``model.<name>`` against the source's ``<prefix><name>``; the head is new (its
+    classes are the finetuning data's)."""
+    shared = [k.removeprefix("model.") for k in finetuned if k.startswith("model.") and not k.startswith("model.head.")
+              and prefix + k.removeprefix("model.") in source]
+    return len(shared), [k for k in shared if not torch.equal(source[prefix + k], finetuned["model." + k])]
+
+
+@pytest.mark.slow
+def test_the_finetuning_run_starts_from_the_MAE_runs_weights(image_root, tmp_path):
+    """train.py, then finetune.py pretrained=<its last.ckpt> as processes; the finetuning run takes
+    one step with lr 0, so its checkpoint holds exactly the weights it started from."""
+    data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64", *FAST]
+    pre = run("single", "train.py", [*data, "logger=csv"], output_root=tmp_path, run_name="mae").run_dir
+    assert list((pre / "csv").rglob("metrics.csv")) and list(pre.rglob("plots/mae_reconstruction_*.png"))
+    mae = _weights(pre / "checkpoints" / "last.ckpt")
+    ft = run("single", "finetune.py", [*data, f"pretrained={pre / 'checkpoints' / 'last.ckpt'}", "logger=csv",
+                                       *NO_UPDATE], output_root=tmp_path, run_name="ft").run_dir
+    assert "train/loss" in json.loads((ft / "results.json").read_text())["metrics"]
+    shared, differ = _encoder_differences(mae, _weights(ft / "checkpoints" / "last.ckpt"), prefix="model.")
+    assert shared == 82 and not differ, f"{len(differ)} of {shared} encoder tensors are not the MAE run's: {differ[:5]}"
+
+
+@pytest.mark.slow
+def test_a_224px_checkpoint_finetuned_at_96px_starts_from_its_weights(tmp_path):
+    """`pretrained=` an official-format file at 224px, finetuned at 96px: abs-win's two embeddings
+    do not depend on the image size, so every encoder tensor arrives unchanged."""
     src = abswin.create_model("hiera_atto_224", num_classes=1000)
     torch.save({"model_state": src.state_dict()}, tmp_path / "official.pth")
-    metrics = train(_cfg("finetune", tmp_path / "ft", [f"pretrained={tmp_path / 'official.pth'}", "data.img_size=96"]))
-    assert "val/acc1" in metrics
+    ft = run("single", "finetune.py", [*FAST, f"pretrained={tmp_path / 'official.pth'}", "data.img_size=96",
+                                       "logger=csv", *NO_UPDATE], output_root=tmp_path, run_name="ft96").run_dir
+    shared, differ = _encoder_differences(src.state_dict(), _weights(ft / "checkpoints" / "last.ckpt"))
+    assert shared == 84 and not differ, f"{len(differ)} of {shared} encoder tensors changed: {differ[:5]}"
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path):
     straight = tmp_path / "straight"
     train(_cfg("finetune", straight, ["trainer.max_epochs=2", "logger=none"]))
@@ -120,6 +131,7 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_sweep_of_two_values_runs(tmp_path):
     r = _cli(["finetune.py", "-m", "data.img_size=64,96", "logger=csv", *FAST], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -139,6 +151,7 @@ def test_sweep_of_two_values_runs(tmp_path):
         (["data.batch_size=8192"], "data.batch_size=8192 is larger than the 4000 training samples"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     r = _cli(["finetune.py", *FAST, *args], tmp_path)  # args last: they win
     assert r.returncode == 2

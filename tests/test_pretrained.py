@@ -331,6 +331,7 @@ def test_weights_of_another_model_say_which_model_to_use():
     assert named_weights(finetune_config(fixed)).name == "hiera_small_abswin_256.sbb2_e200_in12k_ft_in1k"
 
 
+@pytest.mark.slow
 def test_finetune_py_fetches_a_named_checkpoint_and_logs_the_report(tmp_path, server):
     """``finetune.py pretrained=hiera_tiny_224.mae_in1k_ft_in1k`` as users run it, the file coming
     from a 127.0.0.1 mirror: downloaded into TORCH_HOME, pinned, loaded with the usual conversion,

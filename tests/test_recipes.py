@@ -344,6 +344,7 @@ def test_a_refused_size_can_name_another_row_and_eval_needs_none():
     ("finetune.py", ["model=hiera_s", "data=in1k", "trainer=cpu", "logger=csv"], "no published recipe for model hiera_s"),
     ("train.py", ["model=hiera_t", "data=k400", "trainer=cpu", "logger=csv"], "model size 'tiny' has no video Hiera"),
 ])
+@pytest.mark.slow
 def test_the_refusal_is_one_line_through_the_entry_point(script, args, words, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ABSWIN_DEBUG"} | {"WANDB_MODE": "offline",
                                                                           "ABSWIN_OUTPUT_ROOT": str(tmp_path)}

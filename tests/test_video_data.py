@@ -16,7 +16,7 @@ from datamodules.loading import SampleKey  # noqa: E402
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from datamodules.video_decoding import _read_pyav, read_frames  # noqa: E402
 from datamodules.video_index import read_index  # noqa: E402
-from data_modules import data_module  # noqa: E402
+from recipe_data_modules import data_module  # noqa: E402
 
 STEP = 6  # frame i = x-gradient (0..80) + STEP * i: the frame number reads back from the intensity
 

@@ -1,44 +1,31 @@
 """DataLoader workers end with the training process, however it ends: workers come from a
 forkserver, and without datamodules.loading.exit_with they outlived it forever, each holding
-hundreds of MiB (a test suite or a sweep ran the machine out of memory)."""
+hundreds of MiB (a test suite or a sweep ran the machine out of memory). Tested on the real entry
+point, its workers found by the environment variable every process of a launched run carries."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import signal
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-from launching import ROOT, _environ
+from launching import COMMON, data_overrides, start, unique_name
 
-CHILD = """
-import os, sys, torch
-from datamodules.loading import make_loader
-loader = make_loader(list(range(64)), batch_size=4, collate=torch.utils.data.default_collate, num_workers=2,
-                     pin_memory=False, persistent_workers=True)
-batches = iter(loader)
-next(batches)
-if sys.argv[1] == "killed":
-    os._exit(0)   # like SIGKILL: no clean-up runs
-"""
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches")]  # launched runs, timed
 
 
-def _with_marker(marker: str) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _environ(int(p.name)).get("ABSWIN_TEST_MARKER") == marker]
-
-
-@pytest.mark.parametrize("how", ["exits", "killed"])
-def test_workers_end_with_the_training_process(how):
-    marker = uuid.uuid4().hex
-    env = {"PATH": "/usr/bin:/bin", "ABSWIN_TEST_MARKER": marker, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", CHILD, how], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    deadline = time.monotonic() + 20
-    while _with_marker(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _with_marker(marker), "DataLoader workers (or their forkserver) outlived the training process"
+@pytest.mark.parametrize("how", ["finishes", "SIGKILL"])
+def test_workers_end_with_the_training_process(how, data_roots, tmp_path):
+    overrides = [*data_overrides("images", data_roots["images"]), *COMMON, "logger=csv", "trainer.max_epochs=1"]
+    job = start("single", "train.py", overrides, output_root=tmp_path, run_name=unique_name("workers"))
+    job.wait_for_ranks(1)
+    job.wait_for_step(2)
+    workers = job.workers()
+    assert len(workers) >= 2, f"expected the run's 2 loader workers (and their forkserver), found {workers}"
+    if how == "SIGKILL":
+        job.signal(signal.SIGKILL)  # no clean-up of ours runs
+    started = time.monotonic()
+    codes = job.wait_gone(30)
+    assert codes == ([0] if how == "finishes" else [-signal.SIGKILL]), job.tails()
+    assert time.monotonic() - started < 30

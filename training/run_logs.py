@@ -3,7 +3,8 @@
 Lightning (and torchmetrics) give their loggers handlers of their own, so their messages either
 print a second time in another format or never reach the run's log file. :func:`one_format` routes
 them through the root logger's handlers (Hydra's console handler, then the run's file), and
-:class:`NoAdvertising` drops Lightning's "try installing ..." tips. Records logged before the run
+:class:`NoAdvertising` drops Lightning's "try installing ..." tips, and a Lightning warning that is
+false for our loaders (a mid-epoch resume, which they continue exactly) is not shown. Records logged before the run
 directory is accepted (the data checks) are held in memory and written first once it is.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import warnings
 from pathlib import Path
 
 FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra's console handler
@@ -25,6 +27,8 @@ class NoAdvertising(logging.Filter):
 
 def one_format() -> None:
     """Lightning's messages through the root logger's handlers only, once each."""
+    # Lightning cannot see that datamodules.loading continues a mid-epoch checkpoint's epoch exactly
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
         logger = logging.getLogger(name)
         logger.handlers.clear()

@@ -138,7 +138,7 @@ class PreemptionCheckpoint(pl.Callback):
         signum = self._agreed_signal(trainer)
         if not signum:
             return
-        trainer.save_checkpoint(self.path)  # every rank: rank 0 writes, all wait for it
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank: rank 0 writes, all wait for it
         log.warning("rank %d: %s at step %d, saved %s", trainer.global_rank, signal.Signals(signum).name,
                     trainer.global_step, self.path)
         requeued = self._requeue(trainer, signum)
