@@ -99,6 +99,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", action="store_true", help="the video demo (data=video_demo)")
     ap.add_argument("--output", default=None, help="default: outputs/demo (images), outputs/demo_video")
+    ap.add_argument("--json", default=None, metavar="PATH",
+                    help="also write the results with this command and the machine to PATH (README's table "
+                         "is rendered from docs/results/demo.json by bench/report.py)")
     # for tests: Hydra overrides added to every run (e.g. trainer.max_epochs=1)
     ap.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -139,13 +142,19 @@ def main() -> None:
     lines += ["", f"total {total / 60:.1f} min (pretraining included)"]
     table = "\n".join(lines)
     (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({
+    summary = {
         "total_seconds": total,
-        "mae": {"run_dir": mae["run_dir"], "seconds": mae["seconds"], "metrics": mae["metrics"]},
-        "rows": [{"train_fraction": r["fraction"], "experiment": r["experiment"],
-                  **{k: {"val/acc1": r[k]["metrics"]["val/acc1"], "seconds": r[k]["seconds"],
-                         "epochs": r[k]["progress"]["epochs"], "run_dir": r[k]["run_dir"]}
-                     for k in ("mae", "scratch")}} for r in rows]}, indent=2))
+        "mae": {"run_dir": mae["run_dir"], "seconds": mae["seconds"], "metrics": mae["metrics"],
+                "experiment": demo["mae"], "epochs": mae["progress"]["epochs"]},
+        "rows": [{"train_fraction": r["fraction"], "label": r["label"], "experiment": r["experiment"],
+                  **{k: {"val/acc1": r[k]["metrics"]["val/acc1"], "val/samples": r[k]["metrics"]["val/samples"],
+                         "seconds": r[k]["seconds"], "epochs": r[k]["progress"]["epochs"], "run_dir": r[k]["run_dir"]}
+                     for k in ("mae", "scratch")}} for r in rows]}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        from bench.common import write_results  # the command and the machine beside the figures
+
+        write_results(args.json, summary, __file__, gpu=False)
     plot_curves(rows, out / "curves.png", f"hiera_atto on the demo {demo['what'].split(',')[0]}: "
                 "MAE init (solid) vs random init (dashed)")
 

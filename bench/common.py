@@ -3,7 +3,10 @@
 * numbers and tables: :func:`num`, :func:`ms`, :func:`table` / :func:`table_lines`;
 * is the machine quiet enough to time: :func:`cpu_busy`, :func:`busy_cpu_seconds`,
   :func:`wait_until_quiet` (Linux ``/proc/stat``; elsewhere they report nothing and never wait);
-* the step they time: :func:`classifier_step` and :func:`timed` (CUDA synchronised).
+* the step they time: :func:`classifier_step` and :func:`timed` (CUDA synchronised);
+* where a result came from: :func:`machine` (CPU model, cores, GPU, versions, date),
+  :func:`command_line` (the command as typed from the repository root) and :func:`write_results`
+  (both beside the results, as the JSON that ``bench/report.py`` renders into the docs).
 
 The scripts run as ``python bench/<script>.py``: Python puts ``bench/`` on ``sys.path``, so they
 import this as ``common``.
@@ -11,12 +14,20 @@ import this as ``common``.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import shlex
+import sys
 import time
 from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent  # the clone's root: commands are recorded relative to it
 
 
 # ---------------------------------------------------------------------------------- numbers and tables
@@ -114,3 +125,57 @@ def timed(fn, device: torch.device | str) -> float:
     if cuda:
         torch.cuda.synchronize(device)
     return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------------- where a result came from
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows, or None)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "processor\t: ")) and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    if name and not name.isdigit():
+                        return name
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine(gpu: bool = True) -> dict:
+    """The machine a result was measured on, as plain values: CPU model, cores, torch threads, GPU
+    name (None without CUDA), torch and Python versions, and the date (UTC). ``gpu=False`` leaves CUDA
+    untouched (``gpu`` is then None): a script that forks loader workers asks before or after them."""
+    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """The command as one types it from the repository root: ``python bench/x.py ARGS``. ``script``:
+    the bench script's ``__file__``; ``argv``: its arguments (default ``sys.argv[1:]``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    path = Path(script).resolve()
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return shlex.join(["python", rel.as_posix(), *args])
+
+
+def with_provenance(results: dict, script: str, argv: list[str] | None = None, gpu: bool = True) -> dict:
+    """``results`` with ``command`` and ``machine`` first (see :func:`command_line`, :func:`machine`)."""
+    return {"command": command_line(script, argv), "machine": machine(gpu), **results}
+
+
+def write_results(path: str | Path, results: dict, script: str, argv: list[str] | None = None,
+                  gpu: bool = True) -> dict:
+    """Write ``results`` with their command and machine as JSON to ``path`` (``-``: stdout); returns
+    what was written. The results are plain numbers, strings and lists: ``bench/report.py`` renders
+    them into the docs."""
+    out = with_provenance(results, script, argv, gpu)
+    text = json.dumps(out, indent=2) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return out

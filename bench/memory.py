@@ -39,6 +39,7 @@ profiler's op names during one step (flash / efficient / cudnn / math). bf16 on 
     python bench/memory.py                                   # CPU: batch 2 images, 1 video, bf16 autocast
     python bench/memory.py --device cuda --batch-size 64 --video-batch-size 8
     python bench/memory.py --quick --json                    # smoke run, hiera_atto at small sizes
+    python bench/memory.py --json docs/results/memory.json   # the tables, and the JSON written there
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # the bench modules: Python puts the script's folder (bench/) on sys.path
-from common import busy_cpu_seconds, table, wait_until_quiet  # noqa: E402
+from common import busy_cpu_seconds, table, wait_until_quiet, write_results  # noqa: E402
 from memory_case import run_case  # noqa: E402
 
 BUSY = 0.05  # share of the CPUs other processes may use while a case is timed
@@ -82,7 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"{BUSY * 100:.0f}%% or more of the CPUs, up to this many times")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: hiera_atto at 64 and 128 px and 8x64 video, batch 1 (explicit options still win)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write the results as JSON to OUT, with the command and the machine; without OUT print "
+                        "them (progress goes to stderr)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one case, as JSON: internal
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
@@ -222,7 +225,7 @@ def main(argv=None) -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but CUDA is not available")
-    log = sys.stderr if args.json else sys.stdout
+    log = sys.stderr if args.json == "-" else sys.stdout
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     header = (f"torch {torch.__version__} | {name} | {args.dtype}{' autocast' if args.dtype == 'bf16' else ''} | "
               f"{args.warmup} warm-up step, then 1 measured or {args.steps} timed steps; memory and time each "
@@ -241,14 +244,17 @@ def main(argv=None) -> None:
         print(f"  {label(case)}, grad_ckpt={case['grad_ckpt']}: {what} ({time.perf_counter() - t:.0f} s{others})",
               file=log, flush=True)
     pairs, scaling = summarise(cases)
-    if args.json:
-        print(json.dumps({"torch": torch.__version__, "device": args.device, "device_name": name,
-                          "dtype": args.dtype, "adamw": args.adamw, "seconds": time.perf_counter() - t0,
-                          "cases": cases, "grad_ckpt": pairs, "scaling": scaling}, indent=2))
-    else:
+    seconds = time.perf_counter() - t0
+    if args.json != "-":
         print()
         print_tables(header, cases, pairs, scaling, args.sizes[0])
-        print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+        print(f"\ntotal {seconds:.0f} s")
+    if args.json:
+        write_results(args.json, {"torch": torch.__version__, "device": args.device, "device_name": name,
+                                  "dtype": args.dtype, "adamw": args.adamw, "seconds": seconds,
+                                  "cases": cases, "grad_ckpt": pairs, "scaling": scaling}, __file__, argv)
+        if args.json != "-":
+            print(f"results written to {args.json}")
 
 
 if __name__ == "__main__":

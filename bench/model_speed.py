@@ -18,6 +18,7 @@ Examples::
     python bench/model_speed.py --compile            # + torch.compile (eager and compiled ratios)
     python bench/model_speed.py --device cuda --batch-size 64
     python bench/model_speed.py --model hiera_tiny_224 --dtypes bf16 --cases cls
+    python bench/model_speed.py --json docs/results/model_speed.json   # also the results as JSON
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import abswin  # noqa: E402
 # bench/common.py: Python puts the script's folder (bench/) on sys.path
-from common import classifier_step, table, table_lines, timed  # noqa: E402
+from common import classifier_step, table, table_lines, timed, write_results  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -153,6 +154,7 @@ def main(argv=None) -> None:
     p.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 4096 CPU, 8192 GPU)")
     p.add_argument("--peak-repeats", type=int, default=None)
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the peak")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -192,6 +194,7 @@ def main(argv=None) -> None:
 
     rows, flop_rows = [], []
     peaks: dict[str, float] = {}
+    t_start = time.perf_counter()
     for case, name in cases.items():
         torch.manual_seed(0)
         ours, official = build_pair(name, device)
@@ -217,7 +220,7 @@ def main(argv=None) -> None:
                 ratio = med["ours"] / med["official"]
                 label = f"{case} {name} {dname} {mode}"
                 rows.append((label, med["ours"], med["official"], ratio, args.batch_size / med["ours"],
-                             args.batch_size / med["official"], spread))
+                             args.batch_size / med["official"], spread, case, name, dname, mode))
                 print(f"  {label}: ours {med['ours'] * 1e3:.0f} ms, official {med['official'] * 1e3:.0f} ms, "
                       f"ratio {ratio:.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
                 if not args.no_flops and mode == "eager":
@@ -240,7 +243,7 @@ def main(argv=None) -> None:
     lines = table_lines(["case", "ours ms/step", "official ms/step", "ours/official", "ours img/s", "official img/s",
                          "spread"],
                         [[label, f"{to * 1e3:.1f}", f"{tf * 1e3:.1f}", f"{ratio:.3f}", f"{io:.2f}", f"{iff:.2f}",
-                          f"{spread:.2f}"] for label, to, tf, ratio, io, iff, spread in rows],
+                          f"{spread:.2f}"] for label, to, tf, ratio, io, iff, spread, *_ in rows],
                         widths=[w, 12, 16, 13, 10, 14, 6])
     print(lines[0])
     for line, (label, _, _, ratio, *_) in zip(lines[1:], rows):
@@ -255,6 +258,21 @@ def main(argv=None) -> None:
               [[label, f"{flops / 1e9:.1f}", f"{ao / 1e12:.3f}", f"{af / 1e12:.3f}", f"{peaks[dname] / 1e12:.3f}",
                 f"{ao / peaks[dname]:.1%}"] for label, flops, ao, af, dname in flop_rows],
               widths=[w, 10, 16, 16, 12, 6])
+    if args.json:
+        write_results(args.json, {
+            "settings": {"device": args.device, "device_name": dev_name, "batch_size": args.batch_size,
+                         "steps": steps, "warmup": warmup, "mask_ratio": args.mask_ratio,
+                         "threads": torch.get_num_threads(),
+                         "peak_size": peak_n, "peak_repeats": peak_reps},
+            "steps": [{"case": case, "model": name, "dtype": dname, "mode": mode, "ours_ms": 1e3 * to,
+                       "official_ms": 1e3 * tf, "ours_over_official": ratio, "ours_img_s": io, "official_img_s": iff,
+                       "spread": spread}
+                      for _, to, tf, ratio, io, iff, spread, case, name, dname, mode in rows],
+            "flops": [{"case": label, "dtype": dname, "gflop_per_step": flops / 1e9, "ours_tflop_s": ao / 1e12,
+                       "official_tflop_s": af / 1e12, "peak_tflop_s": peaks[dname] / 1e12,
+                       "share_of_peak": ao / peaks[dname]} for label, flops, ao, af, dname in flop_rows],
+            "seconds": time.perf_counter() - t_start}, __file__, argv)
+        print(f"results written to {args.json}")
 
 
 if __name__ == "__main__":

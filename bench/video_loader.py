@@ -25,7 +25,6 @@ files) and cached, unless ``--video-dir`` holds videos: then up to ``--videos`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 # the bench modules: Python puts the script's folder (bench/) on sys.path
 from clips import get_videos, video_info  # noqa: E402
-from common import cpu_busy, table  # noqa: E402
+from common import cpu_busy, table, write_results  # noqa: E402
 from video_timing import (RATE, SIZE, T, bench_decode, bench_loader, bench_model, bench_worker,  # noqa: E402
                           worker_threads)
 
@@ -73,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=None, help="timed model steps (default 3 CPU / 10 CUDA; --quick 2)")
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA step even when a GPU is present")
     ap.add_argument("--quick", action="store_true", help="~30 s smoke run (explicit options still win)")
-    ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write all results to this JSON file")
+    ap.add_argument("--json", type=Path, default=None, metavar="OUT",
+                    help="also write all results, with the command and the machine, to this JSON file")
     args = ap.parse_args(argv)
     quick = {"videos": 2, "seconds": 4.0, "reads": 8, "items": 4, "warmup": 1, "loader_batches": 3,
              "model": "hiera_atto_16x224", "steps": 2}
@@ -95,11 +95,10 @@ def main(argv=None) -> None:
     info = video_info(paths)
     workers = [w for w in (int(x) for x in args.workers.split(",") if x.strip()) if w <= CORES]
     cuda = torch.cuda.is_available() and not args.no_cuda
+    # the machine (GPU name included) is read when the JSON is written: CUDA is not touched before the
+    # loader workers are forked
     results: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                     "machine": {"cpu_cores": CORES, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                                 "cpu_busy_at_start": busy,
-                                 "cuda": None},  # the name is read in section 4: not before forking workers
-                     "videos": dict(info, where=where)}
+                     "cpu_busy_at_start": busy, "videos": dict(info, where=where)}
 
     print(f"{info['count']} videos {'/'.join(info['sizes'])}, {'/'.join(f'{r:g}' for r in info['fps'])} fps, "
           f"{info['frames_median']:g} frames, {info['kbps_median']:.0f} kbit/s (medians); {where}")
@@ -128,7 +127,8 @@ def main(argv=None) -> None:
     # 2 ------------------------------------------------------------------------------
     with tempfile.TemporaryDirectory(prefix="abswin_bench_") as tmp:
         root = Path(tmp)  # the index only: absolute paths, so a real video folder is never written to
-        (root / "train.csv").write_text("".join(f"{p.resolve()} 0\n" for p in paths))
+        # two classes: a finetuning data module refuses a single one; the labels change no timing
+        (root / "train.csv").write_text("".join(f"{p.resolve()} {i % 2}\n" for i, p in enumerate(paths)))
         rs = sorted({1, 2, args.repeated_sampling})
         configs = [(d, r) for d in ("decord", "pyav") for r in rs]
         print(f"\n2. one loader worker (one thread): VideoDataset.__getitem__ = read_frames + crop {SIZE} / flip / "
@@ -152,10 +152,8 @@ def main(argv=None) -> None:
         results["loader"] = loader
 
     # 4 ------------------------------------------------------------------------------
-    if cuda:
-        results["machine"]["cuda"] = torch.cuda.get_device_name()
     print(f"\n4. model step: {args.model}, forward + backward, [B, 3, {T}, {SIZE}, {SIZE}] random clips"
-          f"{'; CUDA: ' + results['machine']['cuda'] if cuda else ''}", flush=True)
+          f"{'; CUDA: ' + torch.cuda.get_device_name() if cuda else ''}", flush=True)
     runs = [("cpu", args.dtype, args.batch, args.steps or 3, args.warmup)]
     if cuda:
         runs.append(("cuda", "bf16", args.cuda_batch or args.batch, args.steps or 10, max(args.warmup, 3)))
@@ -205,8 +203,7 @@ def main(argv=None) -> None:
     results["seconds"] = time.perf_counter() - t_start
     print(f"\ntotal {results['seconds']:.0f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_results(args.json, results, __file__, argv)
         print(f"results written to {args.json}")
 
 

@@ -1,4 +1,5 @@
-"""The benchmark scripts run (smoke runs: their numbers are for people, not for asserts)."""
+"""The benchmark scripts run (smoke runs: their numbers are for people, not for asserts). Those that take
+more than about 20 s on a 2-core CPU are marked slow."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_video_loader_bench_quick(tmp_path):
     r = subprocess.run([sys.executable, "bench/video_loader.py", "--quick", "--video-dir", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -20,11 +22,13 @@ def test_video_loader_bench_quick(tmp_path):
         assert line in r.stdout
 
 
+@pytest.mark.slow
 def test_memory_bench_quick_json():
     r = subprocess.run([sys.executable, "bench/memory.py", "--quick", "--json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
+    assert out["command"] == "python bench/memory.py --quick --json" and out["machine"]["cpu_cores"]
     cases = out["cases"]
     assert len(cases) == 6 and not [c for c in cases if "error" in c], cases
     for c in cases:
@@ -37,3 +41,45 @@ def test_memory_bench_quick_json():
     assert [s["case"].split(" (")[0] for s in out["scaling"]] == ["image 64px", "image 128px", "video 8x64"]
     assert out["scaling"][0]["time_vs_smallest"] == 1.0
     assert [c["attention"] for c in cases if c["find_attention"]] == ["explicit matmuls (no SDPA call)"] * 2
+
+
+@pytest.mark.slow
+def test_parity_bench_json(tmp_path):
+    """Hiera-T and timm's abs-win Hiera-S, fp32: the outputs agree with the reference code's, and the JSON
+    names its command and machine."""
+    out = tmp_path / "parity.json"
+    r = subprocess.run([sys.executable, "bench/parity.py", "--size", "tiny", "--cases", "cls,mae,timm",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["command"] == f"python bench/parity.py --size tiny --cases cls,mae,timm --json {out}"
+    assert res["machine"]["cpu_cores"] and res["machine"]["torch"]
+    assert [(c["model"], c["output"]) for c in res["comparisons"]] == [
+        ("hiera_tiny_224", "logits"), ("mae_hiera_tiny_224", "MAE loss"), ("mae_hiera_tiny_224", "MAE predictions"),
+        ("mae_hiera_tiny_224", "MAE targets"), ("hiera_small_abswin_256", "logits")]
+    for c in res["comparisons"]:
+        assert c["max_abs_diff"] < 1e-4 and c["max_abs_value"] > 1e-2, c
+    assert res["mae_loss"]["ours"] == pytest.approx(res["mae_loss"]["official"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_train_throughput_bench_tiny(tmp_path):
+    """Every loop runs the recipe's module and optimizer (the betas, mask ratio and layer decay of the
+    shipped configs, recorded in the JSON)."""
+    from training.config import config_arguments
+
+    out = tmp_path / "throughput.json"
+    r = subprocess.run([sys.executable, "bench/train_throughput.py", "--batch-size", "4", "--img-size", "64",
+                        "--steps", "2", "--warmup", "1", "--rounds", "1", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["command"].startswith("python bench/train_throughput.py --batch-size 4")
+    pretrain, finetune = res["tasks"]
+    mae, ft = config_arguments("train", "module"), config_arguments("finetune", "module")
+    assert (pretrain["task"], pretrain["mask_ratio"], pretrain["betas"]) == ("pretrain", mae["mask_ratio"],
+                                                                            mae["betas"])
+    assert (finetune["task"], finetune["layer_decay"], finetune["betas"]) == ("finetune", ft["layer_decay"],
+                                                                            ft["betas"])
+    for t in res["tasks"]:
+        assert t["bare_img_s"] > 0 and t["trainer_img_s"] > 0 and t["callbacks_img_s"] > 0
