@@ -414,6 +414,16 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def last_step(run_dir: Path) -> int:
+    """The global step of the run's checkpoints/last.ckpt."""
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+
+
+def image_run(data_roots: dict[str, Path], *extra: str) -> list[str]:
+    """The overrides of a tiny 2-epoch run on the image set (CSV logs, 2 loader workers), plus ``extra``."""
+    return [*data_overrides("images", data_roots["images"]), *COMMON, "logger=csv", *extra]
+
+
 def trained_steps(run_dir: Path) -> list[int]:
     """The steps (0-based) at which the latest launch of the run logged train/loss, from the
     CSV logger's newest ``csv/version_N/metrics.csv`` (every step with log_every_n_steps=1)."""

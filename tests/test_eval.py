@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import abswin
 from launching import PYTHON, ROOT, TRAINER_ARGS, clean_env, write_image_folder
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches")]  # each test launches eval.py
+pytestmark = pytest.mark.slow  # each test launches eval.py
 
 DATA = ["data=imagefolder", "data.img_size=64", "data.batch_size=8", "data.num_workers=0",
         "trainer.enable_progress_bar=false"]
@@ -50,9 +51,10 @@ def test_eval_gives_the_numbers_finetune_logged(finetuned, tmp_path):
     assert row["samples"] == logged["val/samples"] == 12 and row["missing"] == 0
     assert row["top1"] == pytest.approx(100 * logged["val/acc1"], abs=1e-6)
     assert row["top5"] == pytest.approx(100 * logged["val/acc5"], abs=1e-6)
-    assert "| checkpoint | img_size |" in r.stdout
+    assert "| checkpoint | data_root | img_size |" in r.stdout
 
 
+@pytest.mark.xdist_group("launches")  # two ranks
 def test_eval_under_ddp_counts_every_sample_once(finetuned, tmp_path):
     r = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={finetuned['ckpt']}",
                             *TRAINER_ARGS["lightning"]], tmp_path)
@@ -67,7 +69,7 @@ def test_a_sweep_over_sizes_gives_one_table(finetuned, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (table,) = tmp_path.glob("eval/sweep-*/table.md")
     lines = table.read_text().splitlines()
-    assert len(lines) == 4 and lines[2].split("|")[2].strip() == "64" and lines[3].split("|")[2].strip() == "96"
+    assert len(lines) == 4 and lines[2].split("|")[3].strip() == "64" and lines[3].split("|")[3].strip() == "96"
     assert (table.parent / "table.csv").read_text().count("\n") == 3
 
 
@@ -100,3 +102,44 @@ def test_checkpoints_that_cannot_be_evaluated_are_one_line_errors(case, finetune
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
+
+
+def test_an_evaluation_never_overwrites_another(finetuned, tmp_path):
+    """Each run's checkpoints get a folder of their own (``RUN-best``, not ``best``); a second
+    evaluation of another checkpoint, or of another data root, into the same folder is refused in
+    one line and the first results stay; the same evaluation again replaces its own."""
+    other = tmp_path / "other" / "checkpoints" / "last.ckpt"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(finetuned["ckpt"].read_bytes())
+    base = [*DATA, f"data.root={finetuned['root']}"]
+    first = _launch("eval.py", [*base, f"pretrained={finetuned['ckpt']}"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (results,) = tmp_path.glob("eval/*/results.json")
+    assert results.parent.name.startswith("ft-last-"), results
+    before = results.read_bytes()
+
+    clash = _launch("eval.py", [*base, f"pretrained={other}", f"run_name={results.parent.name}"], tmp_path)
+    assert clash.returncode == 2 and "Traceback" not in clash.stderr
+    last = clash.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"holds the evaluation of {finetuned['ckpt']}" in last, last
+    assert results.read_bytes() == before
+    again = _launch("eval.py", [*base, f"pretrained={finetuned['ckpt']}"], tmp_path)
+    assert again.returncode == 0 and len(list(tmp_path.glob("eval/*/results.json"))) == 1
+    separate = _launch("eval.py", [*base, f"pretrained={other}"], tmp_path)
+    assert separate.returncode == 0 and len(list(tmp_path.glob("eval/*/results.json"))) == 2
+
+
+def test_a_renamed_class_folder_is_refused_not_scored(finetuned, tmp_path):
+    """The checkpoint records its classes: a validation folder with one class folder renamed would
+    permute the labels (1% instead of 24% on ImageNet), so it is one line naming the class."""
+    root = tmp_path / "renamed"
+    shutil.copytree(finetuned["root"], root)
+    for split in ("train", "val"):
+        (root / split / "class1").rename(root / split / "zebra")
+    r = _launch("eval.py", [*DATA, f"data.root={root}", f"pretrained={finetuned['ckpt']}"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "label 1 is 'class1' in the checkpoint and 'class2' here" in last, last
+    assert not list(tmp_path.glob("eval/*/results.json"))
+    results = json.loads((finetuned["out"] / "finetune" / "ft" / "results.json").read_text())
+    assert results["classes"] == ["class0", "class1", "class2"]  # and the finetuning run's results say so

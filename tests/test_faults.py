@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from injected_callbacks import POINTS
 from launching import (
     COMMON,
     cmdline,
     assert_same_weights,
     data_overrides,
-    load_checkpoint,
+    image_run,
+    last_step,
     run,
     slurm_job_id,
     start,
@@ -35,19 +35,11 @@ TIMEOUT = 180  # seconds per launch; 2 epochs take about 20 s
 STEPS = steps_per_epoch("images")  # 6
 
 
-def images(data_roots, *extra: str) -> list[str]:
-    return [*data_overrides("images", data_roots["images"]), *COMMON, "logger=csv", *extra]
-
-
-def last_step(run_dir: Path) -> int:
-    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
-
-
 @pytest.mark.parametrize("launcher", ["lightning", "slurm"])
 @pytest.mark.slow
 def test_a_killed_rank_takes_the_others_down(launcher, data_roots, tmp_path):
     """docs/reliability.md: rank 0 ends within seconds with one line naming the cause, exit 1."""
-    job = start(launcher, "train.py", images(data_roots), output_root=tmp_path, run_name=unique_name("kill1"))
+    job = start(launcher, "train.py", image_run(data_roots), output_root=tmp_path, run_name=unique_name("kill1"))
     job.wait_for_ranks(2)
     job.wait_for_step(3)
     job.signal(signal.SIGKILL, rank=1)
@@ -63,7 +55,7 @@ def test_a_killed_rank_takes_the_others_down(launcher, data_roots, tmp_path):
 
 @pytest.mark.slow
 def test_a_hung_rank_ends_the_run_with_one_error_line(data_roots, tmp_path):
-    job = start("slurm", "train.py", images(data_roots, "trainer.strategy.timeout_s=15"), output_root=tmp_path,
+    job = start("slurm", "train.py", image_run(data_roots, "trainer.strategy.timeout_s=15"), output_root=tmp_path,
                 run_name=unique_name("hang"))
     ranks = job.wait_for_ranks(2)
     step = job.wait_for_step(3)
@@ -100,7 +92,7 @@ def test_every_known_collective_error_becomes_one_line(message, reason):
 def test_sigterm_to_one_rank_saves_on_both_exits_143_and_resumes_bit_exactly(data_roots, tmp_path):
     """docs/reliability.md: SIGTERM to rank 0 only: both ranks save last.ckpt at the same step, the
     run exits 143, and resuming gives weights bit-identical to an uninterrupted run."""
-    overrides, name = images(data_roots), unique_name("term")
+    overrides, name = image_run(data_roots), unique_name("term")
     job = start("lightning", "train.py", overrides, output_root=tmp_path, run_name=name)
     job.wait_for_ranks(2)
     step = job.wait_for_step(3)
@@ -162,7 +154,7 @@ def write_scontrol_stub(tmp_path: Path) -> tuple[dict[str, str], Path]:
 @pytest.mark.slow
 def test_slurm_preemption_requeues_and_the_requeued_job_resumes_exactly(data_roots, tmp_path):
     env, calls = write_scontrol_stub(tmp_path)
-    overrides, name, job_id = images(data_roots), unique_name("preempt"), slurm_job_id()
+    overrides, name, job_id = image_run(data_roots), unique_name("preempt"), slurm_job_id()
     job = start("slurm", "train.py", overrides, output_root=tmp_path, run_name=name, env=env, slurm_job=job_id)
     job.wait_for_ranks(2)
     step = job.wait_for_step(STEPS + 2)
@@ -188,7 +180,7 @@ def test_submitit_local_preemption_requeues_and_resumes(data_roots, tmp_path):
     """`train.py -m hydra/launcher=submitit_local`: SIGUSR2 to the task (what submitit's controller
     sends on timeout, and SLURM on preemption) checkpoints, requeues, and the new task resumes.
     (LocalJob._interrupt() would signal the controller, which dies of SIGUSR2 without forwarding it.)"""
-    overrides, name = images(data_roots), unique_name("submitit")
+    overrides, name = image_run(data_roots), unique_name("submitit")
     job = start("single", "train.py", ["-m", "hydra/launcher=submitit_local", *overrides], output_root=tmp_path,
                 run_name=name)
     sweep = tmp_path / "pretrain" / f"sweep-{name}"
@@ -218,36 +210,3 @@ def test_submitit_local_preemption_requeues_and_resumes(data_roots, tmp_path):
                    timeout=TIMEOUT)
     assert last_step(run_dir) == 2 * STEPS
     assert_same_weights(run_dir / "checkpoints" / "last.ckpt", straight.run_dir / "checkpoints" / "last.ckpt")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data_roots, tmp_path_factory) -> Path:
-    """last.ckpt of one uninterrupted single-process run of 3 epochs."""
-    out = tmp_path_factory.mktemp("uninterrupted")
-    straight = run("single", "train.py", images(data_roots, "trainer.max_epochs=3"), output_root=out,
-                   run_name=unique_name("straight"), timeout=TIMEOUT)
-    return straight.run_dir / "checkpoints" / "last.ckpt"
-
-
-@pytest.mark.parametrize("point", POINTS)
-@pytest.mark.slow
-def test_sigterm_at_each_epoch_boundary_resumes_bit_exactly(point, data_roots, uninterrupted, tmp_path):
-    """A scheduler's signal can land anywhere: after an epoch's last step, at its end, in validation,
-    during the epoch-end save. The run sends it to itself at exactly that point (tests/signal_self.py);
-    it must exit 143 having saved, and resuming must give the uninterrupted run's weights, bit for bit.
-    The signal comes in the middle epoch of three, as it would in a long run."""
-    overrides, name = images(data_roots, "trainer.max_epochs=3"), unique_name(point)
-    inject = ["+callbacks.signal_self._target_=tests.injected_callbacks.SignalSelf",
-              f"+callbacks.signal_self.point={point}", "+callbacks.signal_self.epoch=1"]
-    job = start("single", "train.py", [*overrides, *inject], output_root=tmp_path, run_name=name)
-    codes = job.wait_gone(TIMEOUT)
-    assert f"signal_self: SIGTERM at {point}" in job.output(), job.tails()
-    assert codes == [143], f"expected exit 143 after SIGTERM at {point}, got {codes}\n{job.tails()}"
-    sent = int(re.search(r"signal_self: SIGTERM at \w+, step (\d+)", job.output()).group(1))
-    said = int(re.search(r"preempted: stopped by SIGTERM at step (\d+): saved ", job.output()).group(1))
-    saved = last_step(job.run_dir)
-    assert saved == said and sent <= saved <= sent + 1, f"signal at step {sent}, said {said}, last.ckpt {saved}"
-    resumed = run("single", "train.py", [*overrides, "resume=true"], output_root=tmp_path, run_name=name,
-                  timeout=TIMEOUT)
-    assert trained_steps(resumed.run_dir) == list(range(saved, 3 * STEPS)), "not resumed where it stopped"
-    assert_same_weights(resumed.run_dir / "checkpoints" / "last.ckpt", uninterrupted)

@@ -141,7 +141,7 @@ def test_video_pretrain_then_finetune_at_more_frames_and_pixels(video_root, tmp_
     """train.py then finetune.py (processes) with data=video: video models, mask 0.9; finetuning at
     16 frames x 96px from the 8x64 MAE run starts from the linear interpolation of its temporal
     embedding and from every other encoder tensor unchanged (abs-win needs no spatial resize). The
-    finetuning run takes one step at lr 0, so its checkpoint holds what it started from. (data=k400
+    finetuning run trains at lr 0, so its checkpoint holds what it started from. (data=k400
     is the same data module with the paper's recipe, which takes GPUs and 16x224 or 32x320 clips.)"""
     data = ["data=video", f"data.root={video_root}", "data.num_classes=2", *FAST]
     cfg = _cfg("train", tmp_path / "composed", data)
@@ -149,7 +149,7 @@ def test_video_pretrain_then_finetune_at_more_frames_and_pixels(video_root, tmp_
     pre = run("single", "train.py", data, output_root=tmp_path, run_name="mae").run_dir
     ckpt = pre / "checkpoints" / "last.ckpt"
     ft = run("single", "finetune.py", [*data, f"pretrained={ckpt}", "data.num_frames=16", "data.img_size=96",
-                                       "module.lr=0", "module.min_lr=0", "trainer.max_steps=1"],
+                                       "module.lr=0", "module.min_lr=0"],
              output_root=tmp_path, run_name="ft").run_dir
     results = json.loads((ft / "results.json").read_text())["metrics"]
     assert results["val/samples"] == 5 and results["val/missing"] == 2

@@ -12,7 +12,7 @@ import pytest
 
 from launching import COMMON, data_overrides, start, unique_name
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches")]  # launched runs, timed
+pytestmark = pytest.mark.slow  # launched runs
 
 
 @pytest.mark.parametrize("how", ["finishes", "SIGKILL"])
