@@ -11,11 +11,14 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
-from omegaconf import DictConfig
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
-from training.config import build, build_data, build_logger, check_whole_numbers, register_resolvers
-from training.evaluation import classifier_arguments, local_checkpoint, result_row, write_results
+from datamodules import check_same_classes, classes_in_checkpoint
+from training.config import build, build_data, build_logger, check_run_dir, check_whole_numbers, register_resolvers
+from training.evaluation import (check_results_folder, checkpoint_id, classifier_arguments, local_checkpoint,
+                                 result_row, write_results)
 from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
 from training.run_logs import one_format
 
@@ -26,10 +29,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.pretrained`` as configured; returns the metrics (also in results.json)."""
     one_format()
     check_whole_numbers(cfg)
+    check_run_dir(cfg)
+    if getattr(rank_zero_only, "rank", 0) == 0:  # never over another evaluation's results
+        check_results_folder(Path(cfg.paths.run_dir), checkpoint_id(str(cfg.pretrained)),
+                             OmegaConf.select(cfg, "data.root"))
     path, published_model = local_checkpoint(str(cfg.pretrained))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_data(cfg)
     checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
+    if not cfg.data.get("class_index"):  # a class index maps other folder names (ImageNet-V2, -R) by hand
+        check_same_classes(classes_in_checkpoint(checkpoint), datamodule.classes, f"data.root={cfg.data.get('root')}")
     arch = read_architecture(path, checkpoint)
     module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
     log.info("evaluating %s", path)
@@ -42,8 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer)
     if trainer.is_global_zero:
-        print(write_results(Path(cfg.paths.run_dir), metrics, result_row(cfg, metrics, time.perf_counter() - start)),
-              flush=True)
+        print(write_results(Path(cfg.paths.run_dir), metrics, result_row(cfg, metrics, time.perf_counter() - start),
+                            datamodule.classes), flush=True)
     return metrics
 
 

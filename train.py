@@ -43,18 +43,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         apply_recipe(cfg, trainer)  # accumulation from the global batch; logs the recipe block
         datamodule.trainer = trainer
         datamodule.setup("fit")  # the data checks, before the run directory is accepted
+        if run.ckpt_path is not None:  # can this run continue it? (a refused start changes nothing)
+            datamodule.check_resume(run.ckpt_path)
         run.accept(config, trainer.loggers)
         with one_line_failures(trainer, run.run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         return run.finish(final_metrics(trainer), trainer.global_step, trainer.current_epoch,
-                          trainer.is_global_zero)
+                          trainer.is_global_zero, datamodule.classes)
 
 
 def class_count(cfg: DictConfig, datamodule) -> dict:
-    """``num_classes: null`` in a classifier's config: the data module's class count."""
-    if "num_classes" in cfg.module and cfg.module.num_classes is None:
-        return {"num_classes": datamodule.num_classes}
-    return {}
+    """``num_classes: null`` in a classifier's config: the data module's class count (two at least)."""
+    if "num_classes" not in cfg.module:
+        return {}
+    if datamodule.num_classes < 2:
+        raise ValueError(f"data.root={cfg.data.get('root')} has {datamodule.num_classes} class "
+                         f"({', '.join(datamodule.classes)}): a classifier needs at least 2")
+    return {"num_classes": datamodule.num_classes} if cfg.module.num_classes is None else {}
 
 
 def load_pretrained(module, cfg: DictConfig, weights) -> None:

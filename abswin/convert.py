@@ -10,7 +10,9 @@ SRC with :func:`abswin.load_checkpoint` and saves::
 
 ``create_model(ckpt["abswin"]["model"], **ckpt["abswin"]["options"])`` rebuilds the model.
 A DST ending in ``.safetensors`` is written as safetensors with the same ``abswin`` entry
-(as JSON) in its metadata.
+(as JSON) in its metadata. A finetuned classifier keeps its trained head: the new model gets the
+file's class count unless ``--num-classes`` says otherwise, and a head that would be replaced by
+a random one is refused unless ``--drop-head`` asks for that.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_architecture
 from .models import create_model
 
 
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-frames", type=int, default=None, help="frames of a video model")
     ap.add_argument("--global-pos-size", type=int, default=None,
                     help="size of the abs-win global embedding (0: window only); default the model's (7)")
-    ap.add_argument("--num-classes", type=int, default=None, help="classes of the new head (default the model's)")
+    ap.add_argument("--num-classes", type=int, default=None,
+                    help="classes of the new head (default: the file's head, else the model's)")
+    ap.add_argument("--drop-head", action="store_true",
+                    help="replace a trained head of another class count by a new, random one")
     ap.add_argument("--strict", action="store_true", help="fail if any key is missing or unexpected")
     args = ap.parse_args(argv)
     # the report is printed below; keep the library's log records off stderr unless the
@@ -74,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.global_pos_size is not None:
         overrides["global_pos_size"] = args.global_pos_size
     try:
+        trained = read_architecture(args.src).num_classes  # 0: the file has no head
+        if args.num_classes is None and trained and not args.drop_head:
+            overrides["num_classes"] = trained
         model = create_model(args.model, **{k: v for k, v in overrides.items() if v is not None or k == "global_pos_size"})
+        if trained and getattr(model, "num_classes", trained) != trained and not args.drop_head:
+            raise ValueError(f"{args.src} holds a trained head of {trained} classes and --num-classes "
+                             f"{model.num_classes} would replace it by a random one: pass --drop-head to do that")
         report = load_checkpoint(model, args.src, strict=args.strict)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

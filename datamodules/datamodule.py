@@ -31,7 +31,7 @@ from .transforms import mode_train_transform, randaug_settings
 
 log = logging.getLogger("datamodules")
 
-__all__ = ["MODES", "ShardedDataModule"]
+__all__ = ["MODES", "ShardedDataModule", "check_same_classes", "classes_in_checkpoint"]
 
 MODES = ("finetune", "pretrain")
 TRAIN_SUBSET_TAG = 0x7F2AC710  # derive_seed(seed, TRAIN_SUBSET_TAG): the train_fraction subset's stream
@@ -97,8 +97,12 @@ class ShardedDataModule(pl.LightningDataModule):
                  val_split: str | None = "val", test_split: str | None = None, pin_memory: bool = True,
                  persistent_workers: bool | None = None) -> None:
         super().__init__()
-        if not 0.0 < float(train_fraction) <= 1.0:
-            raise ValueError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+        try:
+            fraction = float(train_fraction)
+        except (TypeError, ValueError):
+            fraction = float("nan")
+        if isinstance(train_fraction, bool) or not 0.0 < fraction <= 1.0:
+            raise ValueError(f"data.train_fraction={train_fraction} must be a number in (0, 1], e.g. 0.1 for 10%")
         if mode not in MODES:
             raise ValueError(f"mode must be 'finetune' or 'pretrain', got {mode!r}")
         if root is None:
@@ -283,7 +287,40 @@ class ShardedDataModule(pl.LightningDataModule):
             return {}
         done = batches_done(trainer)
         return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done),
-                                   "split": self._batch_split()}}
+                                   "split": self._batch_split()},
+                "classes": list(self.classes)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume_position = state_dict.get("train_position")
+
+    def check_resume(self, path: str) -> None:
+        """Refuse, before the run starts, a training checkpoint this run cannot continue exactly: one
+        trained on other classes (a class folder renamed, removed or added would permute the labels)
+        or written mid-epoch in another batch split. Lightning stores this state under the class name
+        (read without loading the weights: memory-mapped)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = checkpoint.get(type(self).__qualname__) or {}
+        check_same_classes(state.get("classes"), self.classes, f"data.root={self.root}")
+        if state.get("train_position") is not None and self.train_set is not None:
+            self._resume_at(state["train_position"], len(self.train_set))
+
+
+def check_same_classes(trained: list[str] | None, here: list[str], where: str) -> None:
+    """A one-line error naming the first class that differs between a checkpoint's class list (in
+    label order; None: not recorded) and the data's."""
+    if trained is None or list(trained) == list(here):
+        return
+    first = next((i for i, (a, b) in enumerate(zip(trained, here)) if a != b), min(len(trained), len(here)))
+    was = repr(trained[first]) if first < len(trained) else "no class"
+    now = repr(here[first]) if first < len(here) else "no class"
+    raise ValueError(f"the checkpoint was trained on {len(trained)} classes and {where} has {len(here)}: label "
+                     f"{first} is {was} in the checkpoint and {now} here (a class folder renamed, added or removed "
+                     f"would permute the labels)")
+
+
+def classes_in_checkpoint(checkpoint: dict) -> list[str] | None:
+    """The class list a training checkpoint of ours recorded (its data module's state), or None."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "train_position" in value and isinstance(value.get("classes"), list):
+            return value["classes"]
+    return None

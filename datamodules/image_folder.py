@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform
 log = logging.getLogger("datamodules")
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# what one image may cost before it is decoded: a photo is a few MB and under 50 megapixels; a
+# decompression bomb (a 1 MB PNG of 1e9 pixels) or a link to /dev/zero would exhaust the memory
+MAX_IMAGE_BYTES = 100 * 2**20
+MAX_IMAGE_PIXELS = 100_000_000
 ROOT_HINT = "set data.root=/path/to/imagenet"
 
 
@@ -87,12 +92,45 @@ class ImageFolderDataset(FileDataset):
         self.transform = transform
 
     def read(self, index: int) -> torch.Tensor:
-        """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable."""
-        with open(self.path(index), "rb") as f:
-            return decode(f.read())
+        """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable, is not a
+        regular file (a named pipe would block the read forever, a device never end) or is larger
+        than :data:`MAX_IMAGE_BYTES` or :data:`MAX_IMAGE_PIXELS`."""
+        path = self.path(index)
+        info = os.stat(path)  # of what a link points at
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("not a regular file (a named pipe, a device or a socket)")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise OSError(f"{info.st_size} bytes, more than the {MAX_IMAGE_BYTES} an image may have")
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+        width, height, frames = image_size(data)
+        if width * height * frames > MAX_IMAGE_PIXELS:
+            raise OSError(f"{frames} frame(s) of {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} an image "
+                          f"may have (a decompression bomb?)")
+        return decode(data)
 
     def process(self, image: torch.Tensor) -> torch.Tensor:
         return image if self.transform is None else self.transform(image)
+
+
+def image_size(data: bytes) -> tuple[int, int, int]:
+    """(width, height, frames) from the file's headers, without decoding its pixels (an animated GIF
+    is decoded whole); (0, 0, 1) when PIL cannot tell (the decoder then decides)."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit, in our words
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return (*im.size, int(getattr(im, "n_frames", 1)))
+        except Exception:  # noqa: BLE001 - not an image PIL knows: left to decode()
+            return 0, 0, 1
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 class ImageDataModule(ShardedDataModule):

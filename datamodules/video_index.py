@@ -51,7 +51,7 @@ def _read_csv(csv: Path) -> SplitIndex:
     """Every line ``path label``; a known header line is skipped, anything else is a one-line
     ValueError naming ``csv:line`` (see the data rules in docs/data.md)."""
     rows: list[tuple[int, str, str]] = []
-    for n, line in enumerate(csv.read_text().splitlines(), 1):
+    for n, line in enumerate(csv.read_text(encoding="utf-8-sig").splitlines(), 1):  # -sig: a BOM is no text
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = _fields(line)
@@ -73,6 +73,12 @@ def _read_csv(csv: Path) -> SplitIndex:
             if is_int(label) != first_int:
                 raise ValueError(f"{csv}:{n}: label {label!r} mixes integer and class-name labels "
                                  f"(line {rows[0][0]} has {rows[0][2]!r}); use one kind per CSV")
+    seen: dict[str, int] = {}
+    repeated = [(n, seen.setdefault(path, n)) for n, path, _ in rows if seen.setdefault(path, n) != n]
+    if repeated:
+        n, first = repeated[0]
+        log.warning("%s: %d line(s) repeat a video listed before (e.g. line %d repeats line %d): each counts once "
+                    "more in training and in the validation metrics", csv, len(repeated), n, first)
     return SplitIndex([r[1] for r in rows], [r[2] for r in rows], csv, [r[0] for r in rows])
 
 

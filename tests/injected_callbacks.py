@@ -3,7 +3,8 @@ point instead of hoping a random moment hits it (``+callbacks.NAME._target_=test
 and its arguments as ``+callbacks.NAME.ARG=VALUE``):
 
 - :class:`SignalSelf`: a scheduler's signal at one boundary of an epoch;
-- :class:`NaNGradientAt`: a diverging step.
+- :class:`NaNGradientAt`: a diverging step;
+- :class:`DiskFullAt`: a checkpoint write the storage refuses.
 
 They are added after the shipped callbacks, so at a hook they share they run after
 ``PreemptionCheckpoint`` (a signal sent at ``train_batch_end`` is seen at the next boundary) and
@@ -11,6 +12,7 @@ before the checkpoint callbacks (Lightning runs those last)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -76,3 +78,14 @@ class NaNGradientAt(pl.Callback):
         if trainer.global_step in self.steps:
             for p in pl_module.parameters():
                 p.grad = torch.full_like(p, float("nan"))
+
+
+class DiskFullAt(pl.Callback):
+    """The checkpoint written at global ``step`` fails as on a full disk (ENOSPC)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step == self.step:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoints/last.ckpt")

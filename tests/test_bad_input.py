@@ -47,7 +47,12 @@ pytestmark = [pytest.mark.slow,  # the whole table: a process per case
 
 TASKS = {"train.py": "pretrain", "finetune.py": "finetune"}
 PRE, FT = "bad-input-pretrain", "bad-input-finetune"  # the two existing (finished) runs
-TARGETS = {"PRE": ("train.py", PRE), "FT": ("finetune.py", FT)}
+NOLAST, MID = "bad-input-no-last", "bad-input-mid-epoch"  # PRE without last.ckpt; a run stopped at step 3 of 6
+RENAMED, REMOVED = "bad-input-renamed", "bad-input-removed"  # finetuned, then a class folder renamed / removed
+TRUNC = "bad-input-truncated-last"  # PRE with half of its last.ckpt
+TARGETS = {"PRE": ("train.py", PRE), "FT": ("finetune.py", FT), "NOLAST": ("train.py", NOLAST),
+           "MID": ("train.py", MID), "RENAMED": ("finetune.py", RENAMED), "REMOVED": ("finetune.py", REMOVED),
+           "TRUNC": ("train.py", TRUNC)}
 CASE_TIMEOUT = 300  # s; a case past this is killed and fails
 
 COMMON = ["model=hiera_atto", "data.num_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
@@ -147,8 +152,22 @@ CASES: list[tuple[str, str, list[str], int, str | tuple[str, ...], str]] = [
     # --- corrupt files: skipped, counted and logged; the run goes on
     ("truncated_jpeg_skipped", "train.py", ["data.root={img_truncated}"], 0,
      "skipping unreadable image {img_truncated}/train/class0/0.JPEG", "a truncated JPEG in train/ (run succeeds)"),
+    ("fifo_image_skipped", "train.py", ["data.root={img_fifo}"], 0,
+     "skipping unreadable image {img_fifo}/train/class0/fifo.JPEG", "a named pipe named like an image: skipped, no hang"),
+    ("dev_zero_image_skipped", "train.py", ["data.root={img_zero}"], 0,
+     ("skipping unreadable image {img_zero}/train/class1/zero.JPEG"), "a link to /dev/zero named like an image"),
+    ("png_bomb_skipped", "train.py", ["data.root={img_bomb}"], 0,
+     "skipping unreadable image {img_bomb}/train/class2/bomb.png", "a PNG that claims 400 megapixels"),
     ("corrupt_video_skipped", "finetune.py", ["data=video", "data.root={v_corrupt}"], 0,
      "skipping unreadable video {v_corrupt}/broken.mp4", "an undecodable video in train.csv (run succeeds)"),
+    ("csv_with_bom", "finetune.py", ["data=video", "data.root={v_bom}"], 0, "header line 'path label' skipped",
+     "a CSV saved with a UTF-8 byte-order mark (Excel): its header is still a header"),
+    ("csv_repeated_line", "finetune.py", ["data=video", "data.root={v_repeated}"], 0,
+     "1 line(s) repeat a video listed before", "a validation CSV that lists a video twice: warned"),
+    ("one_class", "finetune.py", ["data.root={one_class}"], 2, ("has 1 class (class0)", "at least 2"),
+     "finetuning on a data root with one class"),
+    ("train_fraction_abc", "finetune.py", ["data.train_fraction=abc"], 2, ("data.train_fraction=abc", "(0, 1]"),
+     "a training fraction that is not a number"),
     ("video_mae_masks_every_unit", "train.py", ["data=video"], 2, ("mask_ratio", "0.9"),
      "video MAE whose mask ratio (0.9) keeps none of the 8 mask units of a 4x64x64 clip"),
     # --- batch sizes
@@ -158,7 +177,7 @@ CASES: list[tuple[str, str, list[str], int, str | tuple[str, ...], str]] = [
      ("data.batch_size=9", "not divisible"), "a global batch not divisible by devices x accumulation"),
     ("resume_batch_not_divisible", "train.py",
      [*GROW, "data.batch_size=9", "trainer.accumulate_grad_batches=2", "run_name={PRE}"], 2,
-     ("data.batch_size=9", "not divisible"), "the same, continuing an existing run"),
+     ("holds a run of another setup", "data.batch_size: 8 -> 9"), "another global batch, continuing an existing run"),
     # --- run directories
     ("resume_true_fresh", "train.py", ["resume=true"], 2, "resume=true but there is no",
      "resume=true on a name with no run"),
@@ -174,6 +193,34 @@ CASES: list[tuple[str, str, list[str], int, str | tuple[str, ...], str]] = [
      "resume=true on a finished run (finetuning)"),
     ("two_runs_at_once", "train.py", ["run_name={BUSY}"], 2, "in use by a running job",
      "a second run on the name of a running one"),
+    ("finished_without_last", "train.py", ["run_name={NOLAST}"], 2,
+     ("already holds a run", "results.json", "no checkpoints/last.ckpt"),
+     "the same command again on a finished run whose last.ckpt was deleted (best.ckpt kept)"),
+    ("finished_without_last_auto", "train.py", ["resume=auto", "run_name={NOLAST}"], 2,
+     ("already holds a run", "no checkpoints/last.ckpt"), "resume=auto on a finished run whose last.ckpt was deleted"),
+    ("run_dir_of_other_files", "train.py", ["hydra.run.dir={foreign}"], 2, ("{foreign} is not empty", "notes.txt"),
+     "hydra.run.dir= a folder of the user's own files (a .tmp among them)"),
+    ("resume_class_renamed", "finetune.py", [*GROW, "data.root={renamed}", "run_name={RENAMED}"], 2,
+     ("label 0 is 'class0' in the checkpoint and 'class1' here", "{renamed}"),
+     "continuing a finetuning run after a class folder was renamed (the labels would be permuted)"),
+    ("resume_class_removed", "finetune.py", [*GROW, "data.root={removed}", "run_name={REMOVED}"], 2,
+     ("trained on 3 classes", "has 2"), "continuing a finetuning run after a class folder was removed"),
+    ("resume_auto_truncated_last", "train.py", [*GROW, "run_name={TRUNC}"], 2, ("last.ckpt", "truncated"),
+     "resume=auto when last.ckpt was cut short"),
+    ("run_name_escapes", "train.py", ["run_name=../../escaped"], 2, ("run_name='../../escaped'", "one folder name"),
+     "a run name that leaves the output root (nothing is created there)"),
+    ("run_name_empty", "finetune.py", ["run_name="], 2, ("run_name=''", "one folder name"),
+     "an empty run name (it would write into the task's folder)"),
+    ("run_name_too_long", "train.py", ["run_name=" + "a" * 300], 2, ("is 300 bytes long", "shorter run_name="),
+     "a run name longer than a file system allows"),
+    ("resume_other_subset", "train.py", [*GROW, "data.train_fraction=0.5", "run_name={PRE}"], 2,
+     "data.train_fraction: 1.0 -> 0.5", "continuing a run on another subset of the data"),
+    ("resume_other_global_batch", "train.py", [*GROW, "data.batch_size=4", "run_name={PRE}"], 2,
+     "data.batch_size: 8 -> 4", "continuing a run with another global batch"),
+    ("resume_mid_epoch_other_split", "train.py",
+     ["resume=true", "trainer.max_steps=6", "per_device_batch=4", "run_name={MID}"], 2,
+     ("mid-epoch", "per_device_batch=8"), "continuing a mid-epoch checkpoint with another batch split: refused "
+     "before the run directory is touched"),
     # --- options
     ("ddp_timeout_0", "train.py",
      ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy.timeout_s=0"], 2,
@@ -269,7 +316,7 @@ class World:
     out_root: Path
     paths: dict[str, str]
     marker: Path
-    baselines: dict[str, dict[str, str]]  # existing run name -> snapshot
+    baselines: dict[str, dict[str, str]]  # existing run name -> snapshot (and "foreign": the user's folder)
     pristine: dict[str, Path]  # existing run name -> a copy to restore it from
 
 
@@ -302,6 +349,16 @@ def _write_data(d: Path) -> dict[str, str]:
     root = image_copy("empty_classes", splits=("val",))
     for c in range(3):
         (root / "train" / f"class{c}").mkdir(parents=True)
+    root = image_copy("img_fifo")  # a named pipe named like an image: opening it would block forever
+    os.mkfifo(root / "train" / "class0" / "fifo.JPEG")
+    root = image_copy("img_zero")  # a link to /dev/zero: read until memory runs out
+    (root / "train" / "class1" / "zero.JPEG").symlink_to("/dev/zero")
+    root = image_copy("img_bomb")  # a PNG whose header claims 400 megapixels
+    (root / "train" / "class2" / "bomb.png").write_bytes(_png_header_only(20_000, 20_000))
+    root = d / "one_class"
+    for split in ("train", "val"):
+        shutil.copytree(img / split / "class0", root / split / "class0")
+    paths["one_class"] = str(root)
     root = image_copy("unreadable", splits=("val",))
     for c in range(3):
         (root / "train" / f"class{c}").mkdir(parents=True)
@@ -317,6 +374,8 @@ def _write_data(d: Path) -> dict[str, str]:
         "v_negative": (train[:1] + ["train1.mp4 -1"] + train[2:], val),
         "v_mixed": (train[:1] + ["train1.mp4 cat"] + train[2:], val),
         "v_corrupt": (train + ["broken.mp4 0"], val),
+        "v_bom": (["\ufeffpath,label"] + [ln.replace(" ", ",") for ln in train], val),
+        "v_repeated": (train, val + val[:1]),
     }
     for name, (tr, va) in variants.items():
         root = d / name
@@ -329,6 +388,19 @@ def _write_data(d: Path) -> dict[str, str]:
     (d / "v_corrupt" / "broken.mp4").write_text("not a video\n")
     assert Image.open(img / "train" / "class0" / "1.JPEG").size == (48, 40)
     return paths
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` RGB pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+            + chunk(b"IEND", b""))
 
 
 def _write_checkpoints(ck: Path, real: Path, marker: Path) -> None:
@@ -357,18 +429,44 @@ def world(tmp_path_factory) -> World:
     tmp = tmp_path_factory.mktemp("bad_input")
     out_root = tmp / "outputs"
     paths = _write_data(tmp / "data")
-    paths.update(PRE=PRE, FT=FT, ck=str(tmp / "ckpt"))
+    paths.update(PRE=PRE, FT=FT, NOLAST=NOLAST, MID=MID, RENAMED=RENAMED, REMOVED=REMOVED, TRUNC=TRUNC,
+                 ck=str(tmp / "ckpt"))
     base = [fill(a, paths) for a in IMAGE_BASE]
-    procs = {name: launch(script, [*base, f"run_name={name}"], out_root) for script, name in TARGETS.values()}
+    for name in ("renamed", "removed"):  # a root of their own each: changed in place after the run
+        shutil.copytree(paths["img"], tmp / name)
+        paths[name] = str(tmp / name)
+    extra = {MID: ["trainer.max_steps=3"], RENAMED: [f"data.root={tmp / 'renamed'}"],
+             REMOVED: [f"data.root={tmp / 'removed'}"]}
+    made = [TARGETS[t] for t in ("PRE", "FT", "MID", "RENAMED", "REMOVED")]
+    procs = {name: launch(script, merge(base, [*extra.get(name, []), f"run_name={name}"]), out_root)
+             for script, name in made}
+    for script, name in made:
+        code, out, err = finish(procs[name])
+        assert code == 0, f"{script} run_name={name} (an existing run) exited {code}\n{out[-2000:]}\n{err[-3000:]}"
+    for split in ("train", "val"):
+        (tmp / "renamed" / split / "class0").rename(tmp / "renamed" / split / "zebra")
+        shutil.rmtree(tmp / "removed" / split / "class2")
+    nolast = out_root / "pretrain" / NOLAST  # what people do to save disk: keep best.ckpt, delete last.ckpt
+    shutil.copytree(out_root / "pretrain" / PRE, nolast, symlinks=True)
+    shutil.copy(nolast / "checkpoints" / "last.ckpt", nolast / "checkpoints" / "best.ckpt")
+    (nolast / "checkpoints" / "last.ckpt").unlink()
+    trunc = out_root / "pretrain" / TRUNC  # a crash while copying it, or a full disk
+    shutil.copytree(out_root / "pretrain" / PRE, trunc, symlinks=True)
+    whole = (trunc / "checkpoints" / "last.ckpt").read_bytes()
+    (trunc / "checkpoints" / "last.ckpt").write_bytes(whole[: len(whole) // 2])
+    foreign = tmp / "my-files"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a week of notes\n")
+    (foreign / ".draft.tmp").write_text("mine too\n")
+    paths["foreign"] = str(foreign)
     baselines, pristine = {}, {}
     for script, name in TARGETS.values():
-        code, out, err = finish(procs[name])
-        assert code == 0, f"{script} run_name={name} (the existing run) exited {code}\n{out[-2000:]}\n{err[-3000:]}"
         run_dir = out_root / TASKS[script] / name
-        assert (run_dir / "results.json").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert (run_dir / "results.json").is_file()
         baselines[name] = snapshot(run_dir)
         pristine[name] = tmp / "pristine" / name
         shutil.copytree(run_dir, pristine[name], symlinks=True)
+    baselines["foreign"] = snapshot(foreign)
     marker = tmp / "ckpt-PWNED"
     _write_checkpoints(tmp / "ckpt", out_root / "pretrain" / PRE / "checkpoints" / "last.ckpt", marker)
     return World(out_root, paths, marker, baselines, pristine)
@@ -411,6 +509,8 @@ def _run_case(case, w: World) -> Outcome:
         outcome.first_last_line = _last_line(e)
         outcome.note = f"the running job, sent SIGTERM: exit {outcome.first_code}, {outcome.first_last_line[:100]}"
     outcome.code_ran = w.marker.exists()
+    if "{foreign}" in " ".join(args):
+        outcome.changed = snapshot_diff(w.baselines["foreign"], snapshot(Path(w.paths["foreign"])))
     if target is not None:
         outcome.changed = snapshot_diff(w.baselines[target], snapshot(run_dir))
         if outcome.changed:  # restore it for the cases after this one
@@ -518,6 +618,8 @@ def test_bad_input(case, outcomes, world):
         problems.append(f"the existing run directory changed: {o.changed}")
     if o.code_ran:
         problems.append(f"the pickle's code RAN: {world.marker} exists")
+    if cid == "run_name_escapes" and (world.out_root.parent / "escaped").exists():
+        problems.append(f"{world.out_root.parent / 'escaped'} was created outside the output root")
     assert not problems, (
         f"{cid} ({what}): " + "; ".join(problems)
         + f"\n  command: python {script} {' '.join(o.cmd)}\n  last stderr line: {last}"

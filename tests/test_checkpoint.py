@@ -422,3 +422,24 @@ def test_convert_cli(tmp_path):
     assert convert_main([str(dst), str(tmp_path / "a.safetensors"), "--model", "hiera_atto_224"]) == 0
     assert load_checkpoint(_atto(global_pos_antialias=True), tmp_path / "a.safetensors", strict=True).format == "abswin"
     assert convert_main([str(tmp_path / "missing.pth"), str(tmp_path / "b.pth"), "--model", "hiera_atto_224"]) == 2
+
+
+def test_convert_keeps_a_finetuned_head_or_refuses_to_replace_it(tmp_path, capsys):
+    """A 3-class finetuned classifier converted without --num-classes keeps its trained head; asking
+    for another class count is refused in one line unless --drop-head says to start a new head."""
+    torch.manual_seed(0)
+    src = _atto(num_classes=3)
+    torch.save({"model_state": src.state_dict()}, tmp_path / "finetuned.pth")
+    assert convert_main([str(tmp_path / "finetuned.pth"), str(tmp_path / "kept.pth"), "--model", "hiera_atto_224"]) == 0
+    kept = torch.load(tmp_path / "kept.pth", map_location="cpu", weights_only=True)
+    assert kept["abswin"]["options"]["num_classes"] == 3
+    assert torch.equal(kept["model_state"]["head.projection.weight"], src.state_dict()["head.projection.weight"])
+
+    args = [str(tmp_path / "finetuned.pth"), str(tmp_path / "new.pth"), "--model", "hiera_atto_224",
+            "--num-classes", "1000"]
+    capsys.readouterr()
+    assert convert_main(args) == 2 and not (tmp_path / "new.pth").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained head of 3 classes" in err[0] and "--drop-head" in err[0]
+    assert convert_main([*args, "--drop-head"]) == 0
+    assert torch.load(tmp_path / "new.pth", weights_only=True)["abswin"]["options"]["num_classes"] == 1000

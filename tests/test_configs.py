@@ -268,3 +268,17 @@ def test_every_recipe_file_takes_part_and_changes_something(path, tmp_path):
     a = OmegaConf.to_container(_compose(config, with_it, tmp_path), resolve=False)
     b = OmegaConf.to_container(_compose(config, without_it, tmp_path), resolve=False)
     assert a != b
+
+
+def test_a_sweep_jobs_folder_stays_within_the_file_systems_limit():
+    """A job's folder is named by its overrides; past 255 bytes it is cut and ends with a hash of
+    the whole name, so two long sweeps' jobs still get folders of their own."""
+    from training.config import sweep_folder
+
+    short = "data.img_size=224,model.pos_embed=abswin"
+    assert sweep_folder(0, short) == short
+    long_a, long_b = "x" * 300 + "=1", "x" * 300 + "=2"
+    a, b = sweep_folder(0, long_a), sweep_folder(1, long_b)
+    assert len(a.encode()) <= 255 and len(b.encode()) <= 255 and a != b
+    assert sweep_folder(0, "pretrained=/data/run/last.ckpt") == "pretrained=_data_run_last.ckpt"
+    assert sweep_folder(3, "") == "job3"  # every override left out of the name (data.root=a,b)

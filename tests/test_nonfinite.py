@@ -167,3 +167,21 @@ def test_a_diverging_run_exits_1_naming_its_last_finite_checkpoint(tmp_path):
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """The save at step 4 fails as on a full disk (tests/injected_callbacks.py): exit 1, one line that
+    says so and names the checkpoint that is kept (step 3's, untouched)."""
+    env = dict(os.environ, ABSWIN_OUTPUT_ROOT=str(tmp_path / "out"), WANDB_MODE="offline")
+    r = subprocess.run([sys.executable, "train.py", "data.num_workers=0", "trainer.max_epochs=1",
+                        "trainer.limit_train_batches=6", "trainer.enable_progress_bar=false",
+                        "callbacks.last.every_n_train_steps=1", "+callbacks.disk._target_=tests.injected_callbacks.DiskFullAt",
+                        "+callbacks.disk.step=4", "run_name=full"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    last = tmp_path / "out" / "pretrain" / "full" / "checkpoints" / "last.ckpt"
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0] == r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert "the disk is full" in lines[0] and "No space left on device" in lines[0] and str(last) in lines[0]
+    assert torch.load(last, weights_only=True)["global_step"] == 3

@@ -147,6 +147,7 @@ def test_names_paths_and_misspellings():
         get_pretrained("hiera_small_abswin_256.sbb2_e200_in12k_ft_in1")
     assert init_tag("hiera_base_224.mae_in1k") == "hiera_base_224.mae_in1k"  # run names keep the tag
     assert init_tag("outputs/run/last.ckpt") == "last"
+    assert init_tag("outputs/finetune/my-run/checkpoints/best.ckpt") == "my-run-best"  # one eval folder per run
 
 
 def test_fits_says_which_models_take_the_weights():

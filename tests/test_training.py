@@ -504,3 +504,15 @@ def test_an_unreadable_batch_under_ddp_still_joins_the_gradient_all_reduce():
     loss.backward()
     params = [p for p in ft.model.parameters() if p.requires_grad]
     assert loss.item() == 0.0 and all(p.grad is not None and not p.grad.any() for p in params)
+
+
+def test_wandb_online_without_a_key_is_one_clear_error(tmp_path):
+    """WANDB_MODE=online with no key: what to do, in one line, before anything starts (W&B itself
+    would raise a traceback seconds into the run); no key and no mode: offline."""
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "online"}
+    with pytest.raises(ValueError, match=r"^WANDB_MODE=online but there is no W&B API key: run `wandb login`"):
+        configure_wandb_env(env)
+    env = {"HOME": str(tmp_path)}
+    assert configure_wandb_env(env) == "offline" and env["WANDB_MODE"] == "offline"
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40}
+    assert configure_wandb_env(env) == "online"

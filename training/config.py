@@ -23,14 +23,18 @@ WHOLE_NUMBERS = {"data.img_size": 1, "data.batch_size": 1, "data.num_frames": 1,
 
 
 def init_tag(pretrained: str | None) -> str:
-    """``${init_tag:...}``: the initialisation in run names, 'scratch' or the checkpoint's stem."""
+    """``${init_tag:...}``: the initialisation in run names, 'scratch' or the checkpoint: a file's
+    stem, after its run's name for a run's checkpoint (``RUN/checkpoints/best.ckpt`` -> ``RUN-best``),
+    so that every run's ``best.ckpt`` gets a name of its own."""
     if not pretrained:
         return "scratch"
     from abswin.pretrained import list_pretrained
 
     if str(pretrained) in list_pretrained():  # a published name, whole: its tag tells the trainings apart
         return str(pretrained)
-    return Path(str(pretrained)).stem.replace("=", "-")
+    path = Path(str(pretrained))
+    tag = f"{path.parent.parent.name}-{path.stem}" if path.parent.name == "checkpoints" else path.stem
+    return tag.replace("=", "-")
 
 
 def model_name(size: str, input: str, kind: str) -> str:
@@ -45,7 +49,8 @@ def model_name(size: str, input: str, kind: str) -> str:
 
 def register_resolvers() -> None:
     """What the configs need besides their files: our resolvers, and ``trainer/lightning``."""
-    for name, resolver in (("init_tag", init_tag), ("hiera_name", model_name)):
+    for name, resolver in (("init_tag", init_tag), ("hiera_name", model_name), ("run_folder", run_folder),
+                           ("sweep_folder", sweep_folder)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
     register_trainer_arguments()
@@ -158,4 +163,43 @@ def check_config(cfg: DictConfig):
     if cfg.get("require_pretrained") and not cfg.get("pretrained"):
         raise ValueError(f"this recipe needs pretrained=PATH: {cfg.require_pretrained}")
     check_whole_numbers(cfg)
+    check_run_dir(cfg)
     return named_weights(cfg)
+
+
+NAME_MAX = 255  # bytes of one folder name on Linux file systems
+
+
+def run_folder(name) -> str:
+    """``${run_folder:${run_name}}`` (Hydra's run and sweep folders): ``run_name`` as one folder name,
+    checked before Hydra creates the folder, so the run stays inside the output root (``../x`` and
+    ``''`` would not) and the file system accepts it."""
+    name = str(name)
+    if not name.strip() or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"run_name={name!r}: a run name is one folder name (not empty, no '/', not '.' or '..')")
+    if len(name.encode()) > NAME_MAX - 10:  # room for a sweep's "sweep-" prefix
+        raise ValueError(f"run_name={name[:40]}... is {len(name.encode())} bytes long, more than the "
+                         f"{NAME_MAX - 10} a run directory's name may have: pass a shorter run_name=")
+    return name
+
+
+def sweep_folder(num, name) -> str:
+    """``${sweep_folder:${hydra.job.num},${hydra.job.override_dirname}}``: a sweep job's folder, named
+    by its overrides (by its number when they are all left out of the name); past the file system's
+    limit, cut and ended with a hash of the whole name (still one per job)."""
+    import hashlib
+
+    name = str(name).replace("/", "_") or f"job{num}"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name.encode()[:NAME_MAX - 13].decode(errors="ignore") + "-" + digest
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """No folder of the run directory is longer than a file system allows (``hydra.run.dir=`` set
+    by hand; ``run_name`` itself is checked by :func:`run_folder`)."""
+    for part in Path(str(cfg.paths.run_dir)).parts:
+        if len(part.encode()) > NAME_MAX:
+            raise ValueError(f"the run directory's folder {part[:40]}... is {len(part.encode())} bytes long, more than "
+                             f"the {NAME_MAX} a file system allows: pass a shorter run_name=")

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from abswin.checkpoint import Architecture
 
-COLUMNS = ("checkpoint", "img_size", "num_frames", "top1", "top5", "samples", "missing", "seconds")
+COLUMNS = ("checkpoint", "data_root", "img_size", "num_frames", "top1", "top5", "samples", "missing", "seconds")
 
 
 def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
@@ -65,18 +65,54 @@ def classifier_arguments(cfg: DictConfig, arch: Architecture, num_classes_in_dat
     return args
 
 
+def checkpoint_id(pretrained: str) -> str:
+    """A published name as it is, a file by its absolute path (what results.json records)."""
+    path = Path(pretrained).expanduser()
+    return str(path.resolve()) if path.exists() else pretrained
+
+
 def result_row(cfg: DictConfig, metrics: dict[str, float], seconds: float) -> dict:
     """One row of the evaluation table."""
-    return {"checkpoint": str(cfg.pretrained), "img_size": cfg.data.img_size,
+    return {"checkpoint": checkpoint_id(str(cfg.pretrained)), "data_root": OmegaConf.select(cfg, "data.root"),
+            "img_size": cfg.data.img_size,
             "num_frames": OmegaConf.select(cfg, "data.num_frames"), "top1": 100 * metrics["val/acc1"],
             "top5": 100 * metrics["val/acc5"], "samples": int(metrics["val/samples"]),
             "missing": int(metrics["val/missing"]), "seconds": seconds}
 
 
-def write_results(run_dir: Path, metrics: dict[str, float], row: dict) -> str:
-    """``results.json`` of this job, and the table of every job so far (printed)."""
+def check_results_folder(run_dir: Path, checkpoint: str, data_root: str | None) -> None:
+    """Before evaluating: a folder that holds the results of another checkpoint or data root is
+    never overwritten (one line naming both); the same evaluation again replaces its own."""
+    from .run_directory import foreign_files
+
+    old = (_read_json(run_dir / "results.json") or {}).get("row") or {}
+    if not old:
+        others = [f for f in foreign_files(run_dir) if f not in ("table.md", "table.csv")]
+        if others:  # an evaluation that failed earlier left only our own files: it runs again
+            raise FileExistsError(f"{run_dir} is not empty ({', '.join(others[:5])}) and holds no evaluation: pass "
+                                  f"run_name=NEW_NAME")
+        return
+    mine = {"checkpoint": checkpoint, "data_root": data_root}
+    theirs = {k: old.get(k) for k in mine}
+    if mine != theirs:
+        raise FileExistsError(f"{run_dir} holds the evaluation of {theirs['checkpoint']} on {theirs['data_root']}; "
+                              f"this one is of {mine['checkpoint']} on {mine['data_root']}: pass run_name=NEW_NAME")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_results(run_dir: Path, metrics: dict[str, float], row: dict, classes: list[str]) -> str:
+    """``results.json`` of this job (with the class names in label order), and the table of every
+    job so far (printed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "row": row}, indent=2))
+    tmp = run_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps({"metrics": metrics, "row": row, "classes": list(classes)}, indent=2))
+    tmp.replace(run_dir / "results.json")
     return write_table(table_dir(run_dir))
 
 
@@ -97,8 +133,8 @@ def write_table(folder: Path) -> str:
     with open(folder / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
-    cells = [[r["checkpoint"], str(r["img_size"]), "-" if r["num_frames"] is None else str(r["num_frames"]),
+        writer.writerows({k: r.get(k) for k in COLUMNS} for r in rows)
+    cells = [[r["checkpoint"], str(r.get("data_root")), str(r["img_size"]), "-" if r["num_frames"] is None else str(r["num_frames"]),
               f"{r['top1']:.2f}", f"{r['top5']:.2f}", str(r["samples"]), str(r["missing"]), f"{r['seconds']:.1f}"]
              for r in rows]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(c) + " |" for c in cells]

@@ -8,10 +8,10 @@ anything in it is written, whether a new start may use it:
   it over is said;
 * ``resume`` decides between a fresh run, a continuation and a refusal (see :func:`resume_plan`);
   a scheduler job that was requeued continues its own run (``run.json`` names the job);
-* a continued run is compared with the run it continues: another task, data set, data root,
-  model, position embedding, image size or clip length is refused, naming the differences; other
-  changed settings are listed as taking effect or not (the optimizer and lr schedule come from
-  the checkpoint);
+* a continued run is compared with the run it continues: another task, seed, data set, data root,
+  subset, global batch, class list, model, position embedding, image size or clip is refused,
+  naming the differences; other changed settings are listed as taking effect (the run is built
+  from its config) or not (lr, betas, weight decay: the checkpoint's optimizer state holds them);
 * a finished run (``results.json``) restarted with nothing more to train says so and changes
   nothing;
 * temporary files of a checkpoint write that was killed half-way are removed.
@@ -40,13 +40,16 @@ RUN_FILE = "run.json"      # the accepted config and the scheduler job that runs
 LOCK_FILE = ".lock"
 RESULTS_FILE = "results.json"
 
-# settings a continued run must share with the run it continues
-FIXED = ("task", "data.name", "data.root", "data.img_size", "data.num_frames", "module.model_name",
-         "model.pos_embed", "model.global_pos_size", "model.window_pos_embed")
-# settings read again on resume; every other change is fixed by the checkpoint
-LIVE_PREFIXES = ("trainer.", "callbacks.", "logger.", "paths.", "resume", "pretrained", "require_pretrained",
-                 "data.num_workers", "data.eval_batch_size", "data.decode_timeout", "data.decoder", "run_name",
-                 "module.eval_views_per_forward", "per_device_batch", "model.fits_per_device")
+# settings a continued run must share with the run it continues: what it trains on, in which order,
+# with which model and global batch
+FIXED = ("task", "seed", "data._target_", "data.name", "data.root", "data.img_size", "data.num_frames",
+         "data.sampling_rate", "data.batch_size", "data.train_fraction", "data.num_classes", "data.class_index",
+         "data.mode", "data.seed", "module.model_name", "model.pos_embed", "model.global_pos_size",
+         "model.window_pos_embed")
+# held by the checkpoint's optimizer state (each group's lr, betas, weight decay, layer-decay scale):
+# a change of these does not take effect; every other change does (the run is built from its config)
+FROM_CHECKPOINT = ("module.lr", "module.blr", "module.batch_size", "module.betas", "module.weight_decay",
+                   "module.layer_decay")
 
 
 class RunFinished(Exception):
@@ -76,12 +79,15 @@ class RunClaim:
         for each in loggers:
             each.log_hyperparams({"config": config})
 
-    def finish(self, metrics: dict[str, float], global_step: int, epochs: int, is_global_zero: bool) -> dict:
-        """Write ``results.json`` (rank 0): what a restart reads to tell a finished run."""
+    def finish(self, metrics: dict[str, float], global_step: int, epochs: int, is_global_zero: bool,
+               classes: list[str] | None = None) -> dict:
+        """Write ``results.json`` (rank 0): what a restart reads to tell a finished run; with the
+        class names in label order (what the metrics' labels mean)."""
         if is_global_zero:
             results = {"metrics": metrics, "progress": {"global_step": global_step, "epochs": epochs},
-                       "run_dir": str(self.run_dir), "checkpoints": str(self.run_dir / "checkpoints")}
-            (self.run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+                       "run_dir": str(self.run_dir), "checkpoints": str(self.run_dir / "checkpoints"),
+                       "classes": None if classes is None else list(classes)}
+            _atomic_write(self.run_dir / RESULTS_FILE, json.dumps(results, indent=2))
             log.info("results: %s", json.dumps(metrics))
         return metrics
 
@@ -121,15 +127,15 @@ def config_changes(old: dict, new: dict) -> tuple[list[str], list[str], list[str
     a, b = _flat(old), _flat(new)
     refused, live, ignored = [], [], []
     for key in sorted(set(a) | set(b)):
-        if a.get(key) == b.get(key) or key.startswith(("hydra.", "paths.run_dir", "resume")):
+        if a.get(key) == b.get(key) or key.startswith(("hydra.", "paths.run_dir", "resume", "recipe.")):
             continue
         text = f"{key}: {a.get(key)} -> {b.get(key)}"
         if key in FIXED:
             refused.append(text)
-        elif key.startswith(LIVE_PREFIXES):
-            live.append(text)
-        else:
+        elif key in FROM_CHECKPOINT:
             ignored.append(text)
+        else:
+            live.append(text)
     return refused, live, ignored
 
 
@@ -160,25 +166,63 @@ def _remove_partial_saves(run_dir: Path) -> None:
         log.warning("removed %d temporary file(s) of an interrupted write in %s", len(stale), run_dir)
 
 
-def resume_plan(resume: Any, run_dir: Path, job_id: str | None) -> str | None:
+# what a start of ours may leave before its first checkpoint (the log, the loggers' folders, the W&B
+# id), and what a sweep or submitit put beside a job: not someone else's files
+OURS = {LOCK_FILE, "csv", "wandb", "plots", "checkpoints", "wandb_run_id.txt", "multirun.yaml", ".submitit",
+        ".hydra"}
+
+
+def _run_files(run_dir: Path) -> list[str]:
+    """The files that say ``run_dir`` holds a run that trained (any one is enough: people delete
+    ``last.ckpt`` to save disk and keep ``best.ckpt`` and ``results.json``)."""
+    found = [RESULTS_FILE] if (run_dir / RESULTS_FILE).exists() else []
+    return found + sorted(f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """What ``run_dir`` holds besides what a start of ours leaves: a fresh run starts only where there
+    is nothing else (``hydra.run.dir=`` may point at someone's folder)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name not in OURS and p.name != RUN_FILE and not p.name.endswith(".log"))
+
+
+def resume_plan(resume: Any, run_dir: Path, job_id: str | None, rank: int = 0) -> str | None:
     """The checkpoint to continue: ``resume`` false (a fresh run, or the same scheduler job
-    requeued), true (must continue), 'auto' (continue if there is a checkpoint) or a path."""
+    requeued), true (must continue), 'auto' (continue if there is a checkpoint) or a path. A fresh
+    start never reuses a directory that holds a run that trained, or files not ours; one whose
+    start stopped before its first checkpoint (only ``run.json`` and logs) starts again. Every rank
+    decides the same: rank 0's ``run.json`` and log, which another rank may already see, change
+    nothing here."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if resume in (None, False, "false", "False"):
-        if not last.exists():
+    held = _run_files(run_dir)
+    if resume in (None, False, "false", "False", "auto"):
+        if not held:
+            foreign = foreign_files(run_dir)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise FileExistsError(f"{run_dir} is not empty ({shown}) and holds no run: a new run starts in a "
+                                      f"new or empty directory (pass run_name=NEW_NAME)")
+            if rank == 0 and (run_dir / RUN_FILE).exists():
+                log.warning("%s holds a run that stopped before its first checkpoint: starting it again", run_dir)
             return None
         owner = (_read_json(run_dir / RUN_FILE) or {}).get("job_id")
-        if job_id is not None and job_id == owner:
-            log.info("job %s was requeued: continuing %s", job_id, last)
+        if last.exists() and (resume == "auto" or (job_id is not None and job_id == owner)):
+            if resume != "auto" and rank == 0:
+                log.info("job %s was requeued: continuing %s", job_id, last)
             return str(last)
-        raise FileExistsError(f"{run_dir} already holds a run (checkpoints/last.ckpt): pass resume=true to "
-                              f"continue it, or run_name=NEW_NAME to start another")
+        missing = "" if last.exists() else " (no checkpoints/last.ckpt to continue)"
+        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(held)}){missing}: pass "
+                              f"{'resume=true to continue it, or ' if last.exists() else ''}run_name=NEW_NAME to start "
+                              f"another")
     if resume in (True, "true", "True"):
         if not last.exists():
             raise FileNotFoundError(f"resume=true but there is no {last} to continue; start with resume=false")
         return str(last)
-    if resume == "auto":
-        return str(last) if last.exists() else None
+    if held and Path(str(resume)).resolve().parent.parent != run_dir.resolve():
+        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(held)}): resume={resume} continues "
+                              f"another run's checkpoint into a new run name (pass run_name=NEW_NAME)")
     return str(resume)
 
 
@@ -221,7 +265,7 @@ def open_run(run_dir: Path, resume: Any, config: dict, rank: int):
     try:
         for note in run.notes:
             log.warning(note)
-        if run.ckpt_path is not None and Path(run.ckpt_path) != run_dir / "checkpoints" / "last.ckpt":
+        if run.ckpt_path is not None and rank == 0:  # a truncated last.ckpt (a full disk, a crash mid-copy) too
             check_resume_file(run.ckpt_path)
         yield run
     finally:
@@ -233,9 +277,10 @@ def claim(run_dir: Path, resume: Any, config: dict, job_id: str | None, rank: in
     """Decide whether this start may use ``run_dir`` (module docstring). Writes nothing but the
     lock; raises a one-line ``FileExistsError``/``ValueError`` or :class:`RunFinished`.
     Ranks other than 0 take no lock and follow rank 0's files."""
+    lock_was_there = (run_dir / LOCK_FILE).exists()
     fd = _take_lock(run_dir) if rank == 0 else None
     try:
-        ckpt_path = resume_plan(resume, run_dir, job_id)
+        ckpt_path = resume_plan(resume, run_dir, job_id, rank)
         notes: list[str] = []
         previous = _read_json(run_dir / RUN_FILE)
         if ckpt_path is not None and previous is not None and Path(ckpt_path).parent.parent == run_dir:
@@ -250,14 +295,15 @@ def claim(run_dir: Path, resume: Any, config: dict, job_id: str | None, rank: in
             if live:
                 notes.append("changes that take effect on resume: " + "; ".join(live))
             if ignored:
-                notes.append("changes that do NOT take effect on resume (the checkpoint's optimizer, lr "
-                             "schedule and model settings win): " + "; ".join(ignored))
-        if fd is not None:
-            _remove_partial_saves(run_dir)
+                notes.append("changes that do NOT take effect on resume (the checkpoint's optimizer state holds "
+                             "each group's lr, betas and weight decay): " + "; ".join(ignored))
+        if fd is not None and (ckpt_path is not None or _run_files(run_dir) or (run_dir / RUN_FILE).exists()):
+            _remove_partial_saves(run_dir)  # our own, of a write that was killed: never someone else's
         return RunClaim(run_dir, ckpt_path, notes, fd, job_id)
     except BaseException:
         RunClaim(run_dir, None, _lock_fd=fd).release()  # a refused start leaves no owner behind
-        if fd is not None and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            (run_dir / LOCK_FILE).unlink()  # nor a directory of its own
-            run_dir.rmdir()
+        if fd is not None and not lock_was_there:
+            (run_dir / LOCK_FILE).unlink()  # nor a lock file of its own
+            if not any(run_dir.iterdir()):
+                run_dir.rmdir()  # nor a directory of its own
         raise

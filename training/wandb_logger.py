@@ -36,10 +36,16 @@ def configure_wandb_env(environ: MutableMapping[str, str] | None = None) -> str:
     Online when there are credentials (``WANDB_API_KEY``, or a ``wandb login`` in ``~/.netrc`` /
     ``$NETRC``), unless ``WANDB_MODE`` says otherwise; ``WANDB_MODE=offline`` when there are none,
     so that a run never prompts or blocks. ``WANDB_SILENT=true``, ``WANDB_CONSOLE=off``.
+    ``WANDB_MODE=online`` without credentials is a one-line ValueError saying what to do (W&B
+    would fail seconds later with a traceback, after the run started).
     """
     env = os.environ if environ is None else environ
-    if not env.get("WANDB_API_KEY") and not env.get("WANDB_MODE") and not has_wandb_login(env):
+    logged_in = bool(env.get("WANDB_API_KEY")) or has_wandb_login(env)
+    if not logged_in and not env.get("WANDB_MODE"):
         env["WANDB_MODE"] = "offline"
+    elif not logged_in and env.get("WANDB_MODE") == "online":
+        raise ValueError("WANDB_MODE=online but there is no W&B API key: run `wandb login` or set WANDB_API_KEY; "
+                         "or log offline (unset WANDB_MODE, or WANDB_MODE=offline) and `wandb sync` later")
     env.setdefault("WANDB_SILENT", "true")
     env.setdefault("WANDB_CONSOLE", "off")
     return env.get("WANDB_MODE", "online")

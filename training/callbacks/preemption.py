@@ -144,6 +144,21 @@ class PreemptionCheckpoint(pl.Callback):
         requeued = self._requeue(trainer, signum)
         raise Preempted(signum, trainer.global_step, self.path, requeued)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Ctrl-C (SIGINT reaches every process of the terminal, loader workers too, so nothing can
+        be saved safely): say what was kept and how to continue."""
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        kept = "no checkpoint yet: start again"
+        if self.path.is_file():
+            try:
+                step = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+                kept = f"{self.path} (step {step}) is kept: resume=true continues from there"
+            except Exception:  # noqa: BLE001 - a message, not a check
+                kept = f"{self.path} is kept: resume=true continues from it"
+        log.warning("interrupted (Ctrl-C) at step %d: the steps since the last checkpoint are lost; %s (send "
+                    "SIGTERM instead to save first)", trainer.global_step, kept)
+
     def _requeue(self, trainer, signum: int) -> bool:
         previous = self._before_training.get(signum)
         if callable(previous):  # e.g. submitit: it requeues (global rank 0) and ends the process
