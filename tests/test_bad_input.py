@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import resource
 import re
 import shutil
 import signal
@@ -155,9 +156,11 @@ CASES: list[tuple[str, str, list[str], int, str | tuple[str, ...], str]] = [
     ("fifo_image_skipped", "train.py", ["data.root={img_fifo}"], 0,
      "skipping unreadable image {img_fifo}/train/class0/fifo.JPEG", "a named pipe named like an image: skipped, no hang"),
     ("dev_zero_image_skipped", "train.py", ["data.root={img_zero}"], 0,
-     ("skipping unreadable image {img_zero}/train/class1/zero.JPEG"), "a link to /dev/zero named like an image"),
+     "skipping unreadable image {img_zero}/train/class1/zero.JPEG (OSError: not a regular file",
+     "a link to /dev/zero named like an image (under a memory limit)"),
     ("png_bomb_skipped", "train.py", ["data.root={img_bomb}"], 0,
-     "skipping unreadable image {img_bomb}/train/class2/bomb.png", "a PNG that claims 400 megapixels"),
+     "skipping unreadable image {img_bomb}/train/class2/bomb.png (OSError: 1 frame(s) of 40000x40000 pixels",
+     "a PNG that claims 1.6 gigapixels (under a memory limit)"),
     ("corrupt_video_skipped", "finetune.py", ["data=video", "data.root={v_corrupt}"], 0,
      "skipping unreadable video {v_corrupt}/broken.mp4", "an undecodable video in train.csv (run succeeds)"),
     ("csv_with_bom", "finetune.py", ["data=video", "data.root={v_bom}"], 0, "header line 'path label' skipped",
@@ -278,12 +281,19 @@ def merge(base: list[str], args: list[str]) -> list[str]:
     return [b for b in base if b.split("=", 1)[0] not in keys] + args
 
 
-def launch(script: str, args: list[str], out_root: Path) -> subprocess.Popen:
+MEMORY_LIMIT = 6 * 2**30  # bytes of address space for the cases of RESOURCE_CASES (a run needs about 3)
+RESOURCE_CASES = {"dev_zero_image_skipped", "png_bomb_skipped"}  # a regression fails, never fills the machine
+
+
+def launch(script: str, args: list[str], out_root: Path, memory_limit: int | None = None) -> subprocess.Popen:
     env = clean_env(out_root)
     for k in ("ABSWIN_DEBUG", "HYDRA_FULL_ERROR"):
         env.pop(k, None)
+    limit = None if memory_limit is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit)))
     return subprocess.Popen([PYTHON, script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                            preexec_fn=limit)
 
 
 def finish(proc: subprocess.Popen, timeout: float = CASE_TIMEOUT) -> tuple[int, str, str]:
@@ -353,8 +363,8 @@ def _write_data(d: Path) -> dict[str, str]:
     os.mkfifo(root / "train" / "class0" / "fifo.JPEG")
     root = image_copy("img_zero")  # a link to /dev/zero: read until memory runs out
     (root / "train" / "class1" / "zero.JPEG").symlink_to("/dev/zero")
-    root = image_copy("img_bomb")  # a PNG whose header claims 400 megapixels
-    (root / "train" / "class2" / "bomb.png").write_bytes(_png_header_only(20_000, 20_000))
+    root = image_copy("img_bomb")  # a PNG whose header claims 1.6 gigapixels: 4.8 GB decoded
+    (root / "train" / "class2" / "bomb.png").write_bytes(_png_header_only(40_000, 40_000))
     root = d / "one_class"
     for split in ("train", "val"):
         shutil.copytree(img / split / "class0", root / split / "class0")
@@ -498,7 +508,7 @@ def _run_case(case, w: World) -> Outcome:
             return Outcome(full, -1, o, e, run_dir, 0.0, note=f"the first run never held the lock (exit {c})")
     owner = (run_dir / ".lock").read_text() if first is not None else None
     t0 = time.monotonic()
-    got, out, err = finish(launch(script, full, w.out_root))
+    got, out, err = finish(launch(script, full, w.out_root, MEMORY_LIMIT if cid in RESOURCE_CASES else None))
     seconds = time.monotonic() - t0
     outcome = Outcome(full, got, out, err, run_dir, seconds)
     if first is not None:
