@@ -1,12 +1,10 @@
-"""A scheduler's signal at each boundary of an epoch, and Ctrl-C: single-process runs of train.py
+"""A scheduler's signal at each boundary of an epoch: single-process runs of train.py
 that signal themselves at an exact point (tests/injected_callbacks.py), so they can run beside the
 multi-process fault tests (tests/test_faults.py)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -51,17 +49,3 @@ def test_sigterm_at_each_epoch_boundary_resumes_bit_exactly(point, data_roots, u
                   timeout=TIMEOUT)
     assert trained_steps(resumed.run_dir) == list(range(saved, 3 * STEPS)), "not resumed where it stopped"
     assert_same_weights(resumed.run_dir / "checkpoints" / "last.ckpt", uninterrupted)
-
-
-def test_ctrl_c_says_what_was_kept_and_leaves_no_process(data_roots, tmp_path):
-    """SIGINT to the whole process group, as a terminal sends it: loader workers get it too, so the
-    run cannot save safely; it must say which checkpoint is kept and how to continue, and end."""
-    job = start("single", "train.py", image_run(data_roots), output_root=tmp_path, run_name=unique_name("ctrlc"))
-    job.wait_for_ranks(1)
-    job.wait_for_step(STEPS + 2)  # epoch 0's last.ckpt is written
-    os.killpg(job.procs[0].pid, signal.SIGINT)
-    codes = job.wait_gone(60)
-    assert codes[0] != 0, job.tails()
-    said = re.search(r"interrupted \(Ctrl-C\) at step (\d+): .* \(step (\d+)\) is kept: resume=true continues",
-                     job.output())
-    assert said and int(said.group(2)) == last_step(job.run_dir) == STEPS, job.tails()

@@ -220,9 +220,6 @@ def resume_plan(resume: Any, run_dir: Path, job_id: str | None, rank: int = 0) -
         if not last.exists():
             raise FileNotFoundError(f"resume=true but there is no {last} to continue; start with resume=false")
         return str(last)
-    if held and Path(str(resume)).resolve().parent.parent != run_dir.resolve():
-        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(held)}): resume={resume} continues "
-                              f"another run's checkpoint into a new run name (pass run_name=NEW_NAME)")
     return str(resume)
 
 
@@ -267,6 +264,10 @@ def open_run(run_dir: Path, resume: Any, config: dict, rank: int):
             log.warning(note)
         if run.ckpt_path is not None and rank == 0:  # a truncated last.ckpt (a full disk, a crash mid-copy) too
             check_resume_file(run.ckpt_path)
+        held = _run_files(run_dir)
+        if run.ckpt_path is not None and held and Path(run.ckpt_path).resolve().parent.parent != run_dir.resolve():
+            raise FileExistsError(f"{run_dir} already holds a run ({', '.join(held)}): resume={run.ckpt_path} "
+                                  f"continues another run's checkpoint into a new run name (pass run_name=NEW_NAME)")
         yield run
     finally:
         run.release()
