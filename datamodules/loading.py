@@ -22,6 +22,7 @@ import functools
 import os
 import random
 import select
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -153,7 +154,9 @@ class ResumableSampler(Sampler[SampleKey]):
 def start_worker(worker_id: int, training_pid: int) -> None:
     """Seed ``random`` and numpy in a worker from its torch seed (which the loader derives from
     its generator, so the whole pipeline follows ``seed``/``seed_everything``), and end the worker
-    when the training process ends (see :func:`exit_with`)."""
+    when the training process ends (see :func:`exit_with`). Ctrl-C reaches every process of the
+    terminal: a worker ignores it, so the training process can save before it stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

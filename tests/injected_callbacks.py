@@ -24,12 +24,15 @@ POINTS = ("mid_batch_end", "last_batch_start", "last_batch_end", "train_epoch_en
 
 
 class SignalSelf(pl.Callback):
-    """Send ``signal`` to this process once, at ``point`` of training epoch ``epoch`` (rank ``rank`` only)."""
+    """Send ``signal`` to this process once, at ``point`` of training epoch ``epoch`` (rank ``rank``
+    only); with ``group``, to its whole process group, loader workers included, as a terminal's
+    Ctrl-C does."""
 
-    def __init__(self, point: str, epoch: int = 0, rank: int = 0, signal_name: str = "SIGTERM") -> None:
+    def __init__(self, point: str, epoch: int = 0, rank: int = 0, signal_name: str = "SIGTERM",
+                 group: bool = False) -> None:
         if point not in POINTS:
             raise ValueError(f"point={point!r}: one of {', '.join(POINTS)}")
-        self.point, self.epoch, self.rank = point, epoch, rank
+        self.point, self.epoch, self.rank, self.group = point, epoch, rank, group
         self.signum = int(getattr(signal, signal_name))
         self.sent = False
 
@@ -40,7 +43,10 @@ class SignalSelf(pl.Callback):
             self.sent = True
             print(f"signal_self: {signal.Signals(self.signum).name} at {point}, step {trainer.global_step}",
                   flush=True)
-            os.kill(os.getpid(), self.signum)
+            if self.group:
+                os.killpg(os.getpgrp(), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
 
     @staticmethod
     def _last(trainer, batch_idx: int) -> bool:

@@ -126,6 +126,62 @@ def test_wandb_offline_writes_its_run_and_resumes_it(tmp_path, monkeypatch):
     assert {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")} == {run_id}
 
 
+@pytest.fixture
+def silent_server():
+    """The address of a W&B server that takes connections and never answers (a firewall, a hung
+    proxy): W&B itself would try for about 100 s and end in a traceback."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel completes the handshakes; nothing ever reads or replies
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_wandb_server_that_does_not_answer_logs_offline_or_refuses(tmp_path, monkeypatch, silent_server, caplog):
+    """With a key and a server that does not answer: within seconds, offline with a warning that
+    says how to upload later (the default), or, with offline_fallback=false, one line before the
+    run directory is touched."""
+    import time
+
+    from hydra.errors import InstantiationException
+
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    refused = tmp_path / "refused"
+    with pytest.raises(InstantiationException) as refusal:  # the entry point prints its cause as the one line
+        train(_cfg("finetune", refused, ["logger=wandb", "logger.offline_fallback=false", "logger.probe_timeout_s=1"]))
+    assert isinstance(refusal.value.__cause__, ValueError) and str(refusal.value.__cause__).startswith(
+        f"the W&B server {silent_server} cannot be reached (no answer within 1 s): log offline with WANDB_MODE=offline")
+    assert sorted(p.name for p in refused.iterdir()) == [".lock"]  # the run lock only: nothing written
+    started, run_dir = time.monotonic(), tmp_path / "fallback"
+    train(_cfg("finetune", run_dir, ["logger=wandb", "logger.probe_timeout_s=1"]))
+    assert time.monotonic() - started < 60
+    assert os.environ["WANDB_MODE"] == "offline" and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert f"the W&B server {silent_server} cannot be reached (no answer within 1 s): logging offline" in caplog.text
+
+
+def test_wandb_server_probe_tells_refused_from_answered(tmp_path):
+    """A closed port is unreachable; any HTTP answer, even 404, is a server that is there."""
+    import http.server
+    import socket
+    import threading
+
+    from training.wandb_logger import server_problem
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert "refused" in server_problem(f"http://127.0.0.1:{closed}", 2).lower()
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501 to everything
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server_problem(f"http://127.0.0.1:{server.server_port}", 2) is None
+    finally:
+        server.shutdown()
+
+
 def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, ABSWIN_OUTPUT_ROOT=str(tmp_path), WANDB_MODE="offline")
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -20,13 +20,23 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save"]
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "atomic_write_text"]
 
 
 def _local_path(path) -> str | None:
     """The local file path of ``path`` (``file://`` stripped), or None for remote storage."""
     fs, urlpath = url_to_fs(str(path))
     return urlpath if isinstance(fs, LocalFileSystem) else None
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+    """Write a small text file (``run.json``, ``results.json``) so that a reader sees the old
+    content or the new, never a half-written file: a temporary file beside it, then ``os.replace``."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, path)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic_save import atomic_write_text
+
 if TYPE_CHECKING:
     from abswin.checkpoint import Architecture
 
@@ -110,9 +112,8 @@ def write_results(run_dir: Path, metrics: dict[str, float], row: dict, classes: 
     """``results.json`` of this job (with the class names in label order), and the table of every
     job so far (printed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps({"metrics": metrics, "row": row, "classes": list(classes)}, indent=2))
-    tmp.replace(run_dir / "results.json")
+    atomic_write_text(run_dir / "results.json", json.dumps({"metrics": metrics, "row": row, "classes": list(classes)},
+                                                           indent=2))
     return write_table(table_dir(run_dir))
 
 

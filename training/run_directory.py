@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic_save import atomic_write_text
+
 log = logging.getLogger("abswin")
 
 __all__ = ["RunClaim", "RunFinished", "claim", "config_changes", "open_run"]
@@ -74,7 +76,7 @@ class RunClaim:
         from .run_logs import log_to_file
 
         if self._lock_fd is not None:
-            _atomic_write(self.run_dir / RUN_FILE, json.dumps({"job_id": self.job_id, "config": config}, indent=1))
+            atomic_write_text(self.run_dir / RUN_FILE, json.dumps({"job_id": self.job_id, "config": config}, indent=1))
         self._handlers.append(log_to_file(self.run_dir, self._handlers[0]))
         for each in loggers:
             each.log_hyperparams({"config": config})
@@ -87,7 +89,7 @@ class RunClaim:
             results = {"metrics": metrics, "progress": {"global_step": global_step, "epochs": epochs},
                        "run_dir": str(self.run_dir), "checkpoints": str(self.run_dir / "checkpoints"),
                        "classes": None if classes is None else list(classes)}
-            _atomic_write(self.run_dir / RESULTS_FILE, json.dumps(results, indent=2))
+            atomic_write_text(self.run_dir / RESULTS_FILE, json.dumps(results, indent=2))
             log.info("results: %s", json.dumps(metrics))
         return metrics
 
@@ -96,12 +98,6 @@ class RunClaim:
             os.ftruncate(self._lock_fd, 0)  # a clean end leaves no owner to take over
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -5,16 +5,23 @@
 * a run directory keeps its W&B run id in ``<run_dir>/wandb_run_id.txt``
   (:func:`get_or_create_run_id`); a resumed run reads it back and logs into the same W&B run
   (``resume="allow"``). Only global rank 0 creates and writes the id.
-* :func:`make_wandb_logger` does both and returns a Lightning ``WandbLogger``.
+* online, global rank 0 first asks the W&B server for any answer (:func:`server_problem`, seconds);
+  one that cannot be reached logs offline with a warning (``offline_fallback``, on by default;
+  ``wandb sync`` uploads it later) or is refused in one line, instead of W&B's traceback after
+  about 100 s with nothing trained.
+* :func:`make_wandb_logger` does all of this and returns a Lightning ``WandbLogger``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import string
 from pathlib import Path
 from typing import Any, MutableMapping
+
+from .atomic_save import atomic_write_text
 
 __all__ = [
     "RUN_ID_FILENAME",
@@ -25,9 +32,13 @@ __all__ = [
     "new_run_id",
     "get_or_create_run_id",
     "make_wandb_logger",
+    "server_problem",
 ]
 
 RUN_ID_FILENAME = "wandb_run_id.txt"
+DEFAULT_SERVER = "https://api.wandb.ai"
+
+log = logging.getLogger("abswin")
 
 
 def configure_wandb_env(environ: MutableMapping[str, str] | None = None) -> str:
@@ -48,14 +59,14 @@ def configure_wandb_env(environ: MutableMapping[str, str] | None = None) -> str:
                          "or log offline (unset WANDB_MODE, or WANDB_MODE=offline) and `wandb sync` later")
     env.setdefault("WANDB_SILENT", "true")
     env.setdefault("WANDB_CONSOLE", "off")
-    return env.get("WANDB_MODE", "online")
+    return env.get("WANDB_MODE") or "online"
 
 
 def has_wandb_login(env: MutableMapping[str, str]) -> bool:
     """Whether ``wandb login`` stored credentials for the W&B host in the netrc file."""
     import netrc
 
-    host = env.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
+    host = env.get("WANDB_BASE_URL", DEFAULT_SERVER).split("://")[-1].split("/")[0].split(":")[0]
     path = env.get("NETRC") or os.path.join(env.get("HOME", os.path.expanduser("~")), ".netrc")
     try:
         entry = netrc.netrc(path).authenticators(host)
@@ -80,9 +91,7 @@ def write_run_id(run_dir: str | os.PathLike, run_id: str) -> Path:
     """Write the id atomically (temp file + ``os.replace``)."""
     path = run_id_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(run_id + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, run_id)
     return path
 
 
@@ -109,14 +118,51 @@ def get_or_create_run_id(run_dir: str | os.PathLike) -> str | None:
     return run_id
 
 
+def server_problem(url: str, timeout_s: float) -> str | None:
+    """Why the W&B server at ``url`` cannot be reached within ``timeout_s`` (None: it answered,
+    with any HTTP status). Proxies from the environment apply, as they do for W&B itself."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:  # an answer: the server is there
+        return None
+    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return f"no answer within {timeout_s:g} s" if isinstance(reason, (socket.timeout, TimeoutError)) else str(reason)
+    return None
+
+
+def choose_mode(run_dir: Path, offline_fallback: bool, probe_timeout_s: float) -> str:
+    """W&B's mode for this run: as :func:`configure_wandb_env` says, but offline (with a warning)
+    or a one-line error when an online run's server cannot be reached."""
+    mode = configure_wandb_env()  # the mode goes through WANDB_MODE, which wandb.init reads
+    if mode != "online" or _global_rank() != 0:
+        return mode
+    url = os.environ.get("WANDB_BASE_URL", DEFAULT_SERVER)
+    problem = server_problem(url, probe_timeout_s)
+    if problem is None:
+        return mode
+    if not offline_fallback:
+        raise ValueError(f"the W&B server {url} cannot be reached ({problem}): log offline with WANDB_MODE=offline "
+                         f"(or logger.offline_fallback=true) and `wandb sync` later, or fix the network")
+    log.warning("the W&B server %s cannot be reached (%s): logging offline to %s; upload it later with "
+                "`wandb sync %s/wandb/offline-run-*`", url, problem, run_dir / "wandb", run_dir)
+    os.environ["WANDB_MODE"] = "offline"
+    return "offline"
+
+
 def make_wandb_logger(run_dir: str | os.PathLike, project: str | None = None, name: str | None = None,
-                      **kwargs: Any):
+                      offline_fallback: bool = True, probe_timeout_s: float = 10.0, **kwargs: Any):
     """A ``WandbLogger`` writing under ``run_dir`` whose run id persists in ``run_dir``, so
-    that restarting the job in the same directory continues the same W&B run."""
+    that restarting the job in the same directory continues the same W&B run. An unreachable
+    server: see :func:`choose_mode`."""
     from lightning.pytorch.loggers import WandbLogger
 
-    configure_wandb_env()  # the mode goes through WANDB_MODE, which wandb.init reads
     run_dir = Path(run_dir)
+    choose_mode(run_dir, offline_fallback, probe_timeout_s)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = kwargs.pop("id", None) or get_or_create_run_id(run_dir)
     if run_id is not None and read_run_id(run_dir) != run_id and _global_rank() == 0:

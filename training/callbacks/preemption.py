@@ -10,7 +10,7 @@ before the time limit, submitit sends SIGUSR2 (``USR2@90``), and a plain ``kill`
    got a signal (``srun`` signals every rank, a ``kill`` maybe only one). Then every rank takes part
    in saving ``last.ckpt`` at this step; :mod:`datamodules.loading` and
    :class:`~training.callbacks.exact_resume.ExactResume` make resuming from it exact.
-3. The job is requeued: by the handler that was there before training (submitit's, which also
+3. The job is requeued (never after Ctrl-C): by the handler that was there before training (submitit's, which also
    ends the process), or with ``scontrol requeue $SLURM_JOB_ID`` for a SLURM job signalled with
    anything but SIGTERM. Then :class:`Preempted` is raised; the entry points exit with status
    128 + the signal's number (143 for SIGTERM), so no scheduler mistakes the stop for success.
@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -101,20 +102,29 @@ class PreemptionCheckpoint(pl.Callback):
         signals: signal names to handle.
     """
 
+    REPEAT_S = 1.0  # a second signal sooner than this is the same one passed on twice
+
     def __init__(self, dirpath: str, filename: str = "last.ckpt",
-                 signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGUSR2")) -> None:
+                 signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")) -> None:
         self.path = Path(dirpath) / filename
         self.signals = [_signal_number(s) for s in signals]
         self.received: int | None = None
+        self._received_at = 0.0
         self._before_training: dict[int, object] = {}
 
     # ------------------------------------------------------------------ signal handling
     def _record(self, signum: int, frame) -> None:
-        if self.received is not None:  # a second signal: stop now
-            signal.signal(signum, signal.SIG_DFL)
+        now = time.monotonic()
+        if self.received is not None:
+            if now - self._received_at < self.REPEAT_S:  # one signal delivered twice
+                return
+            signal.signal(signum, signal.SIG_DFL)  # a second signal: stop now
             os.kill(os.getpid(), signum)
             return
-        self.received = signum
+        self.received, self._received_at = signum, now
+        if signum == signal.SIGINT:  # os.write: logging is not safe inside a handler
+            os.write(2, b"\nCtrl-C: saving last.ckpt at the next training step, then stopping "
+                        b"(Ctrl-C again to stop at once, losing the steps since the last checkpoint)\n")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # the handlers before Lightning's: submitit's requeue handler, for instance
@@ -145,8 +155,8 @@ class PreemptionCheckpoint(pl.Callback):
         raise Preempted(signum, trainer.global_step, self.path, requeued)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """Ctrl-C (SIGINT reaches every process of the terminal, loader workers too, so nothing can
-        be saved safely): say what was kept and how to continue."""
+        """Ctrl-C before training started (sanity checking) or a second Ctrl-C: nothing is saved
+        then; say what was kept and how to continue."""
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
             return
         kept = "no checkpoint yet: start again"
@@ -160,6 +170,8 @@ class PreemptionCheckpoint(pl.Callback):
                     "SIGTERM instead to save first)", trainer.global_step, kept)
 
     def _requeue(self, trainer, signum: int) -> bool:
+        if signum == signal.SIGINT:  # a person stopped it
+            return False
         previous = self._before_training.get(signum)
         if callable(previous):  # e.g. submitit: it requeues (global rank 0) and ends the process
             previous(signum, None)
