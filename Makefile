@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-video bench bench-report clean
+.PHONY: install test test-all demo demo-video bench bench-report gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-report: $(STAMP)
 	$(PY) bench/video_loader.py --json docs/results/video_loader.json
 	$(PY) bench/memory.py --sizes 224,320,448 --json docs/results/memory.json
 	$(PY) bench/report.py
+
+# the prepared GPU check (bench/gpu_check.py): about 8 minutes on one H100; results in $(OUT)/gpu_check.{json,md}
+OUT ?= gpu-check
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --out $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

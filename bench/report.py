@@ -217,6 +217,13 @@ def documents(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
+@renderer("gpu_check")
+def gpu_check(r: dict) -> str:
+    from gpu_check import markdown  # torch and the models: only for this block
+
+    return markdown(r, page=False)
+
+
 def render(name: str, root: Path = ROOT) -> str:
     """The body of block NAME: what its renderer makes of ``docs/results/NAME.json``, then the machine
     and the command. Raises ``LookupError`` naming what is missing."""

@@ -375,7 +375,8 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_throughput_counts_samples_of_every_rank_videos_once():
-    """train/throughput: samples per second, a video once however many clips it gives, times the ranks."""
+    """train/throughput: samples per second, a video once however many clips it gives, times the
+    ranks; train/data_wait: the share of the window between steps."""
     from types import SimpleNamespace
 
     logged = {}
@@ -388,6 +389,12 @@ def test_throughput_counts_samples_of_every_rank_videos_once():
     cb._last -= 1.0  # the batch took 1 s
     cb.on_train_batch_end(t, module, None, clips, 0)
     assert logged["train/throughput"] == pytest.approx(4.0, rel=0.05)  # 2 videos x 2 ranks in 1 s
+    assert logged["train/data_wait"] == 0.0  # the first step: nothing before it to wait after
+    cb._last -= 1.0  # the next batch took 1 s to arrive
+    cb.on_train_batch_start(t, module, clips, 1)
+    cb._last -= 1.0  # and 1 s to train on
+    cb.on_train_batch_end(t, module, None, clips, 1)
+    assert logged["train/data_wait"] == pytest.approx(1.0 / 3.0, rel=0.05)  # 1 s of the window's 3 s
 
 
 def test_the_lr_monitor_without_a_logger_stays_quiet(tmp_path):
