@@ -37,17 +37,22 @@ class Batch:
     """
 
     images: torch.Tensor | None
-    """float32 ``[N, 3, H, W]`` images or ``[N, 3, T, H, W]`` clips; None in multi-view batches."""
+    """``[N, 3, H, W]`` images or ``[N, 3, T, H, W]`` clips; None in multi-view batches. uint8 from
+    the loader; normalised float32 once on the device (what the modules get)."""
     labels: torch.Tensor
     """int64 class indices: one per image or clip (``[N]``), or per video with ``views`` (``[B]``)."""
     views: torch.Tensor | None = None
-    """float32 ``[B, V, 3, T, H, W]``: multi-view video evaluation (average the softmax over V)."""
+    """``[B, V, 3, T, H, W]``: multi-view video evaluation (average the softmax over V); uint8, then
+    float32, as ``images``."""
     video_index: torch.Tensor | None = None
     """int64 ``[B]``: the data-set index of each video of ``views``."""
     missing: torch.Tensor = field(default_factory=_no_indices)
     """int64 ``[M]``: data-set indices of this batch's unreadable files (reported, not replaced)."""
     clips_per_sample: int = 1
     """Clips per decoded video in ``images`` (repeated sampling); 1 for images."""
+    indices: torch.Tensor | None = None
+    """int64 ``[N]``: the data-set index of each image or clip of ``images`` (seeds per-sample
+    augmentation on the device)."""
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.views is None):

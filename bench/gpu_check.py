@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import abswin  # noqa: E402
 
 # bench/common.py and the other scripts: Python puts the script's folder (bench/) on sys.path
-from common import ROOT, classifier_step, machine, table_lines, timed, with_provenance  # noqa: E402
+from common import ROOT, classifier_step, with_provenance  # noqa: E402
 from memory_case import run_case  # noqa: E402
 from model_speed import count_flops, interleaved, matmul_peak  # noqa: E402
 

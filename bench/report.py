@@ -217,6 +217,20 @@ def documents(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
+@renderer("image_loader")
+def image_loader(r: dict) -> str:
+    s, parts = r["settings"], []
+    for task, row in r["tasks"].items():
+        before, timm = row["float32 in the worker"]["cpu_s_per_1000"], row["timm"]["cpu_s_per_1000"]
+        parts.append(f"**{task}**\n\n" + md_table(
+            ["pipeline", "CPU s per 1,000 samples", "vs float32 in the worker", "vs timm", "bytes per sample"],
+            [[name, fixed(x["cpu_s_per_1000"], 2), fixed(x["cpu_s_per_1000"] / before, 2),
+              fixed(x["cpu_s_per_1000"] / timm, 2), f"{x['bytes_per_sample']:,}"] for name, x in row.items()]))
+    return "\n\n".join(parts) + (
+        f"\n\n{s['images']} JPEGs of 500x375 at {s['size']} px, {s['threads']} thread; the median of "
+        f"{s['rounds']} interleaved rounds after one warm-up.")
+
+
 @renderer("gpu_check")
 def gpu_check(r: dict) -> str:
     from gpu_check import markdown  # torch and the models: only for this block

@@ -1,5 +1,5 @@
-"""Files -> batches (:class:`~abswin.batch.Batch`): images ``images float32 [B, 3, H, W]``
-(ImageNet-normalised) and ``labels int64 [B]``; videos: see :mod:`datamodules.video`.
+"""Files -> batches (:class:`~abswin.batch.Batch`): images ``images uint8 [B, 3, H, W]`` and
+``labels int64 [B]``, normalised (and erased) on the device; videos: see :mod:`datamodules.video`.
 
 Knows nothing about models; every number is a constructor argument, given by a data config
 (``conf/data/*.yaml``, Hydra ``_target_``). The modules:
@@ -8,7 +8,8 @@ Knows nothing about models; every number is a constructor argument, given by a d
 * :mod:`~datamodules.loading`: samplers, per-sample seeding, DataLoader settings;
 * :mod:`~datamodules.files`: folder listing, class index files, the base data set (skip and count);
 * :mod:`~datamodules.collate`: data set items -> ``Batch``;
-* :mod:`~datamodules.transforms`: image decoding and the train/eval transforms;
+* :mod:`~datamodules.transforms`: image decoding and the train/eval transforms (uint8);
+* :mod:`~datamodules.on_device`: normalisation and random erasing, on the device after transfer;
 * :mod:`~datamodules.image_folder`: ImageNet-style folders;
 * :mod:`~datamodules.video_index`, :mod:`~datamodules.video_decoding`,
   :mod:`~datamodules.clip_sampling`, :mod:`~datamodules.video`: Kinetics-style videos;
@@ -20,7 +21,10 @@ from .datamodule import ShardedDataModule, check_same_classes, classes_in_checkp
 from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
 from .image_folder import ImageDataModule, ImageFolderDataset
 from .loading import ResumableSampler, SampleKey, ShardSampler
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandAugmentMstd, decode, eval_transform, train_transform
+from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+from .on_device import to_model_input
+from .transforms import RandAugmentMstd, decode, eval_transform, train_transform
 from .video import VideoDataModule, VideoDataset
 from .video_decoding import read_frames
 from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
@@ -48,6 +52,7 @@ __all__ = [
     "collate_video_train",
     "decode",
     "eval_transform",
+    "to_model_input",
     "train_transform",
     "VideoDataModule",
     "VideoDataset",

@@ -1,5 +1,5 @@
-"""Data set items ``(x or None, label, index)`` (see :mod:`datamodules.files`) to a
-:class:`~abswin.batch.Batch`. Unreadable files (``x`` None) are left out of the inputs and their
+"""Data set items ``(x or None, label, index)`` (see :mod:`datamodules.files`; ``x`` uint8) to a
+:class:`~abswin.batch.Batch`, with each sample's data-set index. Unreadable files (``x`` None) are left out of the inputs and their
 data-set indices are reported in ``Batch.missing``, never replaced by other samples. A batch whose
 every file was unreadable has empty inputs (the training step skips it).
 """
@@ -22,12 +22,16 @@ def _labels(ok: list, repeat: int = 1) -> torch.Tensor:
     return torch.tensor([label for _, label, _ in ok for _ in range(repeat)], dtype=torch.int64)
 
 
+def _indices(ok: list, repeat: int = 1) -> torch.Tensor:
+    return torch.tensor([index for _, _, index in ok for _ in range(repeat)], dtype=torch.int64)
+
+
 def collate_images(items: list) -> Batch:
     """Images ``[3, H, W]`` -> ``Batch(images [N, 3, H, W], labels [N], missing)`` (training and
     evaluation). All unreadable: ``images [0, 3, 0, 0]``."""
     ok, missing = _readable(items)
-    images = torch.stack([x for x, _, _ in ok]) if ok else torch.empty(0, 3, 0, 0)
-    return Batch(images, _labels(ok), missing=missing)
+    images = torch.stack([x for x, _, _ in ok]) if ok else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    return Batch(images, _labels(ok), missing=missing, indices=_indices(ok))
 
 
 def collate_video_train(items: list) -> Batch:
@@ -36,16 +40,17 @@ def collate_video_train(items: list) -> Batch:
     ``images [0, 3, 0, 0, 0]``."""
     ok, missing = _readable(items)
     if not ok:
-        return Batch(torch.empty(0, 3, 0, 0, 0), _labels(ok), missing=missing)
+        return Batch(torch.empty(0, 3, 0, 0, 0, dtype=torch.uint8), _labels(ok), missing=missing,
+                     indices=_indices(ok))
     clips_per_sample = len(ok[0][0])
     return Batch(torch.cat([x for x, _, _ in ok]), _labels(ok, clips_per_sample), missing=missing,
-                 clips_per_sample=clips_per_sample)
+                 clips_per_sample=clips_per_sample, indices=_indices(ok, clips_per_sample))
 
 
 def collate_video_eval(items: list) -> Batch:
     """Evaluation videos, V views each (``[V, 3, T, H, W]``) -> ``Batch(images=None, views [B, V, 3,
     T, H, W], labels [B], video_index [B], missing)``. All unreadable: ``views [0, 0, 3, 0, 0, 0]``."""
     ok, missing = _readable(items)
-    views = torch.stack([x for x, _, _ in ok]) if ok else torch.empty(0, 0, 3, 0, 0, 0)
+    views = torch.stack([x for x, _, _ in ok]) if ok else torch.empty(0, 0, 3, 0, 0, 0, dtype=torch.uint8)
     index = torch.tensor([i for _, _, i in ok], dtype=torch.int64)
     return Batch(None, _labels(ok), views=views, video_index=index, missing=missing)

@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from abswin.batch import Batch
 from abswin.seeding import derive_seed
 from .files import FileDataset, check_readable
 from .loading import (ResumableSampler, ShardSampler, batches_per_epoch, check_full_batch, make_loader,
                       split_global_batch)
+from .on_device import to_model_input
 from .transforms import mode_train_transform, randaug_settings
 
 log = logging.getLogger("datamodules")
@@ -169,8 +171,20 @@ class ShardedDataModule(pl.LightningDataModule):
         return self.per_device_batch_size
 
     def train_transform(self):
-        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug,
-                                    self.random_erasing)
+        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Lightning's hook, on the device: the loader's uint8 batch normalised, and erased when
+        training a finetuning run (:mod:`datamodules.on_device`)."""
+        trainer = getattr(self, "trainer", None)
+        training = trainer is not None and trainer.training
+        return self.model_input(batch, trainer.current_epoch if training else None)
+
+    def model_input(self, batch: Batch, epoch: int | None = None) -> Batch:
+        """A loader's batch as the model takes it; ``epoch``: a training batch of that epoch (random
+        erasing, finetuning only). For code that reads the loaders without a Trainer."""
+        erasing = self.random_erasing if self.mode == "finetune" else 0.0
+        return to_model_input(batch, erasing, self._seed(), epoch)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """ImageNet-style folders (``ROOT/SPLIT/CLASS/*.JPEG``) as a LightningDataModule.
 
 Batches (:class:`~abswin.batch.Batch`, built by :func:`~datamodules.collate.collate_images`):
-``images`` float32 ``[B, 3, H, W]`` normalised with the ImageNet mean/std, ``labels`` int64 ``[B]``,
+``images`` uint8 ``[B, 3, H, W]`` (normalised with the ImageNet mean/std on the device), ``labels`` int64 ``[B]``,
 ``missing`` the data-set indices of the batch's unreadable images (which ``val/missing`` counts).
 The batch split, loaders, sharding and resuming are :class:`~datamodules.datamodule.ShardedDataModule`'s.
 The data rules (docs/data.md) are checked when the index is built.
@@ -19,7 +19,7 @@ import torch
 from .collate import collate_images
 from .datamodule import ShardedDataModule
 from .files import FileDataset, class_dirs, list_files, load_class_index
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode, eval_transform
+from .transforms import decode, eval_transform
 
 log = logging.getLogger("datamodules")
 
@@ -152,7 +152,7 @@ class ImageDataModule(ShardedDataModule):
         return (self.root / split).is_dir()
 
     def eval_transform(self):
-        return eval_transform(self.img_size, self.crop_pct, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return eval_transform(self.img_size, self.crop_pct)
 
     def _dataset(self, split: str, train: bool) -> ImageFolderDataset:
         listing = None

@@ -1,8 +1,8 @@
 """Image decoding and the standard ImageNet train/eval transforms (torchvision ``transforms.v2``).
 
 Images are decoded to uint8 ``[3, H, W]`` tensors (libjpeg-turbo via ``torchvision.io``, PIL as the
-fallback); every geometric/colour op runs on uint8 tensors, then ``ToDtype`` + ``Normalize`` give
-float32 normalised with the ImageNet mean/std.
+fallback) and every op here runs on uint8 and returns uint8: the loader workers hand over uint8
+crops, and normalisation and random erasing run on the device (:mod:`datamodules.on_device`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD
+from abswin.normalization import IMAGENET_MEAN
 
 BICUBIC = v2.InterpolationMode.BICUBIC
 
@@ -99,10 +99,6 @@ class RandAugmentMstd(v2.RandAugment):
         return super().forward(*inputs)
 
 
-def _normalize(mean: Sequence[float], std: Sequence[float]) -> list:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
-
-
 def train_transform(
     img_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -113,17 +109,14 @@ def train_transform(
     randaug_mstd: float | None = 0.5,
     randaug_op_prob: float = 0.5,
     randaug_num_bins: int = 11,
-    random_erasing: float = 0.25,
     mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
-    """Training augmentation on uint8 ``[3, H, W]`` -> float32 normalised ``[3, img_size, img_size]``.
+    """Training augmentation on uint8 ``[3, H, W]`` -> uint8 ``[3, img_size, img_size]``.
 
     Bicubic RandomResizedCrop, horizontal flip (``hflip`` = probability, 0 = off), RandAugment
-    (:class:`RandAugmentMstd`; off when ``randaug_mstd`` is None or ``randaug_num_ops`` is 0),
-    ToDtype/Normalize, RandomErasing (probability ``random_erasing``, per-pixel normal noise like
-    timm's ``mode='pixel'``; 0 = off). MAE pretraining: ``scale=(0.2, 1.0)``, ``randaug_mstd=None``,
-    ``random_erasing=0``.
+    (:class:`RandAugmentMstd`, filling with the ``mean`` colour; off when ``randaug_mstd`` is None or
+    ``randaug_num_ops`` is 0). MAE pretraining: ``scale=(0.2, 1.0)``, ``randaug_mstd=None``. Random
+    erasing, after normalisation, runs on the device (:mod:`datamodules.on_device`).
     """
     ops: list = [v2.RandomResizedCrop(img_size, scale=tuple(scale), ratio=tuple(ratio),
                                       interpolation=BICUBIC, antialias=True)]
@@ -133,9 +126,6 @@ def train_transform(
         fill = [int(round(255 * m)) for m in mean]
         ops.append(RandAugmentMstd(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
                                    randaug_num_bins, fill=fill))
-    ops += _normalize(mean, std)
-    if random_erasing > 0:
-        ops.append(v2.RandomErasing(p=random_erasing, value="random"))
     return v2.Compose(ops)
 
 
@@ -147,24 +137,18 @@ def randaug_settings(num_ops: int, magnitude: float, mstd: float | None, op_prob
 
 
 def mode_train_transform(mode: str, img_size: int, scale: Sequence[float], ratio: Sequence[float], hflip: float,
-                         randaug: dict, random_erasing: float) -> v2.Compose:
+                         randaug: dict) -> v2.Compose:
     """The data modules' training transform: ``"pretrain"`` (MAE) is crop + flip only;
-    ``"finetune"`` adds RandAugment (``randaug``: :func:`randaug_settings`) and RandomErasing."""
+    ``"finetune"`` adds RandAugment (``randaug``: :func:`randaug_settings`)."""
     if mode == "pretrain":
-        return train_transform(img_size, scale, ratio, hflip, randaug_mstd=None, random_erasing=0.0)
-    return train_transform(img_size, scale, ratio, hflip, **randaug, random_erasing=random_erasing)
+        return train_transform(img_size, scale, ratio, hflip, randaug_mstd=None)
+    return train_transform(img_size, scale, ratio, hflip, **randaug)
 
 
-def eval_transform(
-    img_size: int,
-    crop_pct: float = 0.875,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> v2.Compose:
+def eval_transform(img_size: int, crop_pct: float = 0.875) -> v2.Compose:
     """Standard ImageNet evaluation: resize the shorter side to ``int(img_size / crop_pct)``
-    (bicubic, antialiased), center crop ``img_size``, normalise."""
+    (bicubic, antialiased), center crop ``img_size``; uint8 (normalised on the device)."""
     return v2.Compose([
         v2.Resize(int(img_size / crop_pct), interpolation=BICUBIC, antialias=True),
         v2.CenterCrop(img_size),
-        *_normalize(mean, std),
     ])

@@ -27,7 +27,7 @@ from .clip_sampling import eval_clip_indices, spatial_crops, train_clip_indices
 from .collate import collate_video_eval, collate_video_train
 from .datamodule import ShardedDataModule
 from .files import FileDataset, load_class_index
-from .transforms import BICUBIC, IMAGENET_MEAN, IMAGENET_STD
+from .transforms import BICUBIC
 from .video_decoding import DECODERS, read_frames
 from .video_index import ROOT_HINT, SplitIndex, class_labels, is_int, read_split
 
@@ -37,7 +37,8 @@ class VideoDataset(FileDataset):
     unreadable, see :class:`~datamodules.files.FileDataset`).
 
     ``train=True``: ``x`` = ``[R, 3, T, S, S]``, R random clips of one decoded video, each with its
-    own crop/flip/RandAugment (``transform``, shared by all its frames; None: only normalised).
+    own crop/flip/RandAugment (``transform``, shared by all its frames; None: the frames as they are).
+    uint8 throughout (normalised on the device, :mod:`datamodules.on_device`).
     ``train=False``: ``x`` = ``[Vt*Vs, 3, T, S, S]`` evaluation views: ``Vt`` evenly spaced windows,
     each resized to a short side of ``int(img_size / crop_pct)`` and cut into ``Vs`` square crops.
     """
@@ -47,8 +48,7 @@ class VideoDataset(FileDataset):
     def __init__(self, root: str | os.PathLike, paths: Sequence[str], labels: Sequence[int], *, train: bool,
                  source: str | os.PathLike, num_frames: int, sampling_rate: int, transform: Callable | None,
                  repeated_sampling: int, img_size: int, crop_pct: float, num_temporal_views: int,
-                 num_spatial_views: int, decode_timeout: float | None, decoder: str,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 num_spatial_views: int, decode_timeout: float | None, decoder: str) -> None:
         super().__init__(root, paths, labels, train=train, source=source)
         self.num_frames = int(num_frames)
         self.sampling_rate = int(sampling_rate)
@@ -58,8 +58,6 @@ class VideoDataset(FileDataset):
         self.crop_pct = float(crop_pct)
         self.num_temporal_views = int(num_temporal_views)
         self.num_spatial_views = int(num_spatial_views)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1) * 255
         self.decode_timeout = decode_timeout
         self.decoder = decoder
 
@@ -86,10 +84,8 @@ class VideoDataset(FileDataset):
         return self._eval_views(frames)
 
     def _train_clip(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.transform is None:
-            out = (frames.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
-        else:  # v2 treats the leading T as a batch dim: same crop/flip/RandAugment for every frame
-            out = self.transform(frames)
+        # v2 treats the leading T as a batch dim: the same crop/flip/RandAugment for every frame
+        out = frames if self.transform is None else self.transform(frames)
         return out.permute(1, 0, 2, 3).contiguous()  # [3, T, S, S]
 
     def _eval_views(self, frames: torch.Tensor) -> torch.Tensor:
@@ -98,8 +94,7 @@ class VideoDataset(FileDataset):
         frames = frames.view(self.num_temporal_views, self.num_frames, *frames.shape[1:])  # [Vt, T, 3, h, w]
         crops = spatial_crops(frames, self.img_size, self.num_spatial_views)  # Vs x [Vt, T, 3, S, S]
         views = torch.stack(crops, dim=1).flatten(0, 1)  # [Vt*Vs, T, 3, S, S], temporal major
-        views = views.permute(0, 2, 1, 3, 4).float()
-        return ((views - self.mean) / self.std).contiguous()
+        return views.permute(0, 2, 1, 3, 4).contiguous()
 
 
 class VideoDataModule(ShardedDataModule):

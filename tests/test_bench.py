@@ -83,3 +83,17 @@ def test_train_throughput_bench_tiny(tmp_path):
                                                                             ft["betas"])
     for t in res["tasks"]:
         assert t["bare_img_s"] > 0 and t["trainer_img_s"] > 0 and t["callbacks_img_s"] > 0
+
+
+def test_image_loader_bench_quick(tmp_path):
+    """Ours, the float32 path of before and timm's transform on the same JPEGs; uint8 is a quarter
+    of float32's bytes."""
+    out = tmp_path / "image_loader.json"
+    r = subprocess.run([sys.executable, "bench/image_loader.py", "--images", "8", "--rounds", "1", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for row in res["tasks"].values():
+        assert set(row) == {"ours", "float32 in the worker", "timm"}
+        assert row["ours"]["bytes_per_sample"] * 4 == row["float32 in the worker"]["bytes_per_sample"] == 4 * 3 * 224 * 224
+        assert all(x["cpu_s_per_1000"] > 0 for x in row.values())

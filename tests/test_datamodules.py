@@ -24,6 +24,7 @@ from datamodules import (
     build_demo_dataset,
     eval_transform,
 )
+from abswin.normalization import normalize
 from recipe_data_modules import data_module
 
 pytestmark = pytest.mark.filterwarnings(
@@ -74,8 +75,9 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
     seen = 0
     for batch in dm.train_dataloader():  # the whole epoch completes
         images, labels = batch.images, batch.labels
-        assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)  # a quarter of float32's bytes
         assert labels.dtype == torch.int64 and labels.shape == (images.shape[0],)
+        assert torch.equal(dm.model_input(batch).images, normalize(images, 1))  # on the device: normalised
         seen += images.shape[0]
     assert seen == 12 and dm.num_skipped == 2
     lines = [r.getMessage() for r in caplog.records if r.name == "datamodules"]
@@ -85,12 +87,13 @@ def test_train_and_val_batches_and_corrupt_images_are_skipped(folder, caplog):
 
     batch = next(iter(dm.val_dataloader()))  # evaluation batches report unreadable images
     images, labels, missing = batch.images, batch.labels, batch.missing
-    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 0] and missing.tolist() == []
     all_labels = torch.cat([b.labels for b in dm.val_dataloader()])
     assert all_labels.tolist() == [0, 0, 0, 1, 1, 1]
     # normalised with the ImageNet statistics: a gray-ish random image is roughly centred
-    assert -2.2 < images.min() and images.max() < 2.7
+    normalised = dm.model_input(batch).images  # on the device: ImageNet-normalised
+    assert normalised.dtype == torch.float32 and -2.2 < normalised.min() and normalised.max() < 2.7
 
 
 def test_pretrain_mode_val_optional(folder):
@@ -102,10 +105,9 @@ def test_pretrain_mode_val_optional(folder):
     assert dm.val_dataloader() == []
     assert dm.scale == (0.2, 1.0)
     names = [type(t).__name__ for t in dm.train_set.transform.transforms]
-    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip"]  # uint8 out: normalised on the device
     ft = [type(t).__name__ for t in _dm(folder).train_transform().transforms]
-    assert ft == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugmentMstd", "ToDtype", "Normalize",
-                  "RandomErasing"]
+    assert ft == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugmentMstd"]  # erasing: on the device
 
 
 def test_eval_transform_resize_center_crop(folder):
@@ -116,18 +118,19 @@ def test_eval_transform_resize_center_crop(folder):
     white = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     black = -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
     t = eval_transform(20, crop_pct=0.5)
-    y = t(x)
+    assert t(x).dtype == torch.uint8
+    y = normalize(t(x), 0)
     assert y.shape == (3, 20, 20) and y.dtype == torch.float32
-    assert torch.equal(y, t(x))  # deterministic
+    assert torch.equal(y, normalize(t(x), 0))  # deterministic
     assert torch.allclose(y[:, 2:-2, 2:-2], white[:, None, None].expand(3, 16, 16), atol=1e-5)
     # crop_pct 1.0: resize to 20 (the centre 100x100 of the original), the square is the middle half
-    y = eval_transform(20, crop_pct=1.0)(x)
+    y = normalize(eval_transform(20, crop_pct=1.0)(x), 0)
     assert torch.allclose(y[:, 0, 0], black, atol=1e-5) and torch.allclose(y[:, 10, 10], white, atol=1e-5)
     # ImageNet's numbers: 224 px at crop_pct 0.875 resizes the shorter side to 256 and crops the
     # centre 224: of a 256x512 image with a 16 px black border, exactly the white inside
     x = torch.zeros(3, 256, 512, dtype=torch.uint8)
     x[:, 16:240, 144:368] = 255
-    y = eval_transform(224, crop_pct=0.875)(x)
+    y = normalize(eval_transform(224, crop_pct=0.875)(x), 0)
     assert y.shape == (3, 224, 224) and torch.allclose(y, white[:, None, None].expand(3, 224, 224), atol=1e-5)
 
 
@@ -261,9 +264,8 @@ def test_demo_set_builds_once(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     images, labels = batch.images, batch.labels
-    assert images.shape == (64, 3, 64, 64) and labels.dtype == torch.int64
-    raw = images * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
-    assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 0], raw[:, 2], atol=1e-5)
+    assert images.shape == (64, 3, 64, 64) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])  # grey digits
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ THIRD_PARTY = {  # besides the standard library
     "abswin/optim.py": {"torch"},
     "abswin/batch.py": {"torch"},
     "abswin/seeding.py": {"numpy"},
-    "abswin/normalization.py": set(),
+    "abswin/normalization.py": {"torch"},
     "abswin/pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, when used
     "abswin/convert.py": {"torch", "safetensors"},
     "abswin/__init__.py": set(),

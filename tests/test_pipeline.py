@@ -100,6 +100,20 @@ def test_resume_continues_the_same_run(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=0, rtol=0, msg=k)
 
 
+@pytest.mark.slow
+def test_resume_with_random_erasing_on_the_device_is_bit_identical(image_root, tmp_path):
+    """Random erasing runs on the device after transfer, seeded per sample: a run resumed after
+    its first epoch ends with the uninterrupted run's weights, bit for bit."""
+    data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64", "data.random_erasing=1.0",
+            "logger=none"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_cfg("finetune", straight, [*data, "trainer.max_epochs=2"]))
+    train(_cfg("finetune", split, [*data, "trainer.max_epochs=1"]))
+    train(_cfg("finetune", split, [*data, "trainer.max_epochs=2", "resume=true"]))
+    a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(split / "checkpoints" / "last.ckpt")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
 def test_every_logger_gets_the_whole_composed_config(tmp_path):
     """Not just the module's hyperparameters: data, trainer, run name, seed (W&B's config panel)."""
     import yaml

@@ -13,7 +13,7 @@ import decord  # noqa: F401  the test extra installs it: a missing one fails, ne
 from datamodules.clip_sampling import eval_clip_indices, train_clip_indices  # noqa: E402
 from datamodules.collate import collate_video_eval, collate_video_train  # noqa: E402
 from datamodules.loading import SampleKey  # noqa: E402
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from datamodules.video_decoding import _read_pyav, read_frames  # noqa: E402
 from datamodules.video_index import read_index  # noqa: E402
 from recipe_data_modules import data_module  # noqa: E402
@@ -61,7 +61,10 @@ def kinetics(tmp_path_factory):
 
 
 def unnorm(x: torch.Tensor) -> torch.Tensor:
-    """[3, T, H, W] normalised -> [T, H, W] intensity (0..255), channel mean."""
+    """[3, T, H, W] uint8 as the loader gives it, or normalised as the model gets it -> [T, H, W]
+    intensity (0..255), channel mean."""
+    if not x.is_floating_point():
+        return x.float().mean(0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     return ((x * std + mean) * 255).mean(0)
@@ -174,7 +177,7 @@ def test_train_clips_stride_same_crop_padding_and_skip(kinetics, caplog):
     ds = m.train_set
     for index, (_, n, _, _) in enumerate(GOOD):
         clips, label, _ = ds[index]
-        assert clips.shape == (2, 3, 4, 32, 32) and clips.dtype == torch.float32
+        assert clips.shape == (2, 3, 4, 32, 32) and clips.dtype == torch.uint8  # normalised on the device
         for clip in clips:
             inten = unnorm(clip)  # [T, H, W]
             diff = inten - inten[0]  # uniform iff every frame got the same crop and flip

@@ -18,6 +18,7 @@ import torch
 from abswin import analysis
 from abswin.analysis.reconstructions import IMAGENET_MEAN, IMAGENET_STD
 from abswin.batch import Batch
+from abswin.normalization import normalize
 
 __all__ = [
     "WindowSimilarityLogger",
@@ -187,4 +188,5 @@ def _first_images(loaders, n: int) -> torch.Tensor | None:
     if not isinstance(batch, Batch) or batch.num_samples == 0:
         batch = next(iter(loaders))
     images = batch.views[:, 0] if batch.views is not None else batch.images[::batch.clips_per_sample]
-    return images[:n].cpu()
+    images = images[:n].cpu()
+    return images if images.is_floating_point() else normalize(images, 1)  # the loaders give uint8
