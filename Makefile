@@ -52,6 +52,7 @@ bench-report: $(STAMP)
 	$(PY) bench/train_throughput.py --json docs/results/train_throughput.json
 	$(PY) bench/video_loader.py --json docs/results/video_loader.json
 	$(PY) bench/image_loader.py --json docs/results/image_loader.json
+	$(PY) bench/video_prepare.py --json docs/results/video_prepare.json
 	$(PY) bench/memory.py --sizes 224,320,448 --json docs/results/memory.json
 	$(PY) bench/report.py
 

@@ -231,6 +231,19 @@ def image_loader(r: dict) -> str:
         f"{s['rounds']} interleaved rounds after one warm-up.")
 
 
+@renderer("video_prepare")
+def video_prepare(r: dict) -> str:
+    s, v, speed = r["settings"], r["videos"], r["clips_per_s"]
+    base = speed["decord original"]
+    rows = [[name, fixed(cps, 2), fixed(cps / base, 2)] for name, cps in sorted(speed.items(), key=lambda x: -x[1])]
+    where = "your videos" if s["video_dir"] else f"generated, {s['seconds']:g} s each"
+    return md_table(["decoder, files", "clips/s per worker", "vs decord on the originals"], rows) + (
+        f"\n\n{s['frames']}x{s['rate']} training clips, one thread, the median of {s['reads']} reads per row; "
+        f"{s['videos']} originals ({where}) {'/'.join(v['original']['sizes'])} at "
+        f"{v['original']['kbps_median']:.0f} kbit/s, prepared to {'/'.join(v['prepared']['sizes'])} at "
+        f"{v['prepared']['kbps_median']:.0f} kbit/s in {r['prepare_s']:.0f} s.")
+
+
 @renderer("gpu_check")
 def gpu_check(r: dict) -> str:
     from gpu_check import markdown  # torch and the models: only for this block

@@ -92,25 +92,28 @@ class ImageFolderDataset(FileDataset):
         self.transform = transform
 
     def read(self, index: int) -> torch.Tensor:
-        """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable, is not a
-        regular file (a named pipe would block the read forever, a device never end) or is larger
-        than :data:`MAX_IMAGE_BYTES` or :data:`MAX_IMAGE_PIXELS`."""
-        path = self.path(index)
-        info = os.stat(path)  # of what a link points at
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError("not a regular file (a named pipe, a device or a socket)")
-        if info.st_size > MAX_IMAGE_BYTES:
-            raise OSError(f"{info.st_size} bytes, more than the {MAX_IMAGE_BYTES} an image may have")
-        with open(path, "rb") as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)
-        width, height, frames = image_size(data)
-        if width * height * frames > MAX_IMAGE_PIXELS:
-            raise OSError(f"{frames} frame(s) of {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} an image "
-                          f"may have (a decompression bomb?)")
-        return decode(data)
+        return read_image(self.path(index))
 
     def process(self, image: torch.Tensor) -> torch.Tensor:
         return image if self.transform is None else self.transform(image)
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """The decoded image (uint8 ``[3, H, W]``); raises when the file is unreadable, is not a
+    regular file (a named pipe would block the read forever, a device never end) or is larger
+    than :data:`MAX_IMAGE_BYTES` or :data:`MAX_IMAGE_PIXELS`."""
+    info = os.stat(path)  # of what a link points at
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError("not a regular file (a named pipe, a device or a socket)")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise OSError(f"{info.st_size} bytes, more than the {MAX_IMAGE_BYTES} an image may have")
+    with open(path, "rb") as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    width, height, frames = image_size(data)
+    if width * height * frames > MAX_IMAGE_PIXELS:
+        raise OSError(f"{frames} frame(s) of {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} an image "
+                      f"may have (a decompression bomb?)")
+    return decode(data)
 
 
 def image_size(data: bytes) -> tuple[int, int, int]:

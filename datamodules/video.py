@@ -108,9 +108,9 @@ class VideoDataModule(ShardedDataModule):
             holds ``per_device_batch_size * repeated_sampling`` clips (``batch_size`` counts videos).
         num_temporal_views, num_spatial_views: evaluation views (``mode="pretrain"`` uses one centre
             view: MAE validation only tracks the loss).
-        decode_timeout: seconds per read attempt (decord, then PyAV); None/0: no limit.
-        decoder: ``"decord"`` (PyAV as fallback) or ``"pyav"`` (decord as fallback):
-            ``bench/video_loader.py`` tells which is faster for your files.
+        decode_timeout: seconds per read attempt (the decoder, then its fallback); None/0: no limit.
+        decoder: ``"decord"`` or ``"torchcodec"`` (PyAV as fallback), or ``"pyav"`` (decord as
+            fallback): ``bench/video_loader.py`` tells which is faster for your files.
         settings: :class:`~datamodules.datamodule.ShardedDataModule`'s arguments (``img_size``,
             ``batch_size``, augmentation, ``class_index``, ``num_classes``, ``seed``, ...). Classes:
             integer CSV labels are used as they are (``num_classes`` None: the train split's largest

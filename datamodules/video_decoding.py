@@ -1,9 +1,11 @@
-"""Reading video frames: :func:`read_frames`, decord or PyAV with a time limit per read.
+"""Reading video frames: :func:`read_frames`, decord, PyAV or torchcodec with a time limit per read.
 
 decord ``VideoReader`` on the CPU, opened per video and released right after one ``get_batch`` call
 (decord leaks memory/threads when readers are kept around, issues dmlc/decord#197/#208/#220/#373),
-or PyAV (seek + decode only the needed frames); ``decoder`` picks the one tried first, and the other
-retries on any failure or time-out. Each read runs in a fresh daemon *thread* joined with a time-out
+PyAV (seek + decode only the needed frames) or torchcodec (PyTorch's decoder, on the system's
+FFmpeg 4-8 libraries: where they are missing it fails at once and the next decoder reads);
+``decoder`` picks the one tried first, and the others, in the order of :data:`DECODERS`, retry on
+any failure or time-out. Each read runs in a fresh daemon *thread* joined with a time-out
 (``decode_timeout``), not ``signal.alarm``: (1) decord's calls go through ctypes, which releases the
 GIL, so the waiting thread gets control back on time even when decord hangs inside C code, whereas a
 SIGALRM handler only runs between Python bytecodes, i.e. never while the hung C call lasts; (2)
@@ -111,22 +113,35 @@ def _read_pyav(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
         return np.stack(out)
 
 
-DECODERS = {"decord": "decord", "pyav": "PyAV"}  # name -> display name
+def _read_torchcodec(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact")
+    n = int(decoder.metadata.num_frames or 0)
+    if n <= 0:
+        raise ValueError("no frames")
+    idx = np.asarray(choose(n), dtype=np.int64)
+    uniq, inverse = np.unique(np.clip(idx, 0, n - 1), return_inverse=True)
+    return decoder.get_frames_at(uniq.tolist()).data.numpy()[inverse]
 
 
-def _reader(decoder: str) -> Callable:
-    return _read_decord if decoder == "decord" else _read_pyav  # looked up per call (tests patch them)
+DECODERS = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec"}  # name -> display name, fallback order
+
+
+def _reader(decoder: str) -> Callable:  # looked up per call (tests patch them)
+    return {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}[decoder]
 
 
 def read_frames(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
                 timeout: float | None = 30.0, decoder: str = "decord") -> np.ndarray:
     """uint8 ``[len(idx), H, W, 3]`` RGB frames ``idx = choose(num_frames)`` (indices clipped to
-    the video). ``decoder`` first ("decord" or "pyav"), the other one when it fails or exceeds
-    ``timeout`` seconds; raises when both fail (the message names both errors)."""
+    the video). ``decoder`` first ("decord", "pyav" or "torchcodec"), then its fallback (PyAV, or
+    decord for PyAV) when it fails or exceeds ``timeout`` seconds; raises when both fail (the
+    message names both errors). Two tries at most, so a hung file costs two time limits."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r} is not one of {sorted(DECODERS)}")
     path = str(path)
-    first, second = decoder, next(d for d in DECODERS if d != decoder)
+    first, second = decoder, "decord" if decoder == "pyav" else "pyav"
     try:
         return _run_with_timeout(lambda: _reader(first)(path, choose), timeout)
     except Exception as first_error:  # noqa: BLE001 - any failure: retry with the other decoder

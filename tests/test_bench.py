@@ -85,6 +85,7 @@ def test_train_throughput_bench_tiny(tmp_path):
         assert t["bare_img_s"] > 0 and t["trainer_img_s"] > 0 and t["callbacks_img_s"] > 0
 
 
+@pytest.mark.slow
 def test_image_loader_bench_quick(tmp_path):
     """Ours, the float32 path of before and timm's transform on the same JPEGs; uint8 is a quarter
     of float32's bytes."""
@@ -97,3 +98,18 @@ def test_image_loader_bench_quick(tmp_path):
         assert set(row) == {"ours", "float32 in the worker", "timm"}
         assert row["ours"]["bytes_per_sample"] * 4 == row["float32 in the worker"]["bytes_per_sample"] == 4 * 3 * 224 * 224
         assert all(x["cpu_s_per_1000"] > 0 for x in row.values())
+
+
+@pytest.mark.slow
+def test_video_prepare_bench_quick(tmp_path):
+    """Originals prepared with datamodules.prepare, read by decord and torchcodec."""
+    from test_video_data import torchcodec_or_skip
+
+    torchcodec_or_skip()
+    out = tmp_path / "video_prepare.json"
+    r = subprocess.run([sys.executable, "bench/video_prepare.py", "--videos", "1", "--seconds", "2", "--reads", "2",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["clips_per_s"]) == {f"{d} {f}" for d in ("decord", "torchcodec") for f in ("original", "prepared")}
+    assert res["videos"]["original"]["sizes"] == ["1280x720"] and res["videos"]["prepared"]["sizes"] == ["568x320"]

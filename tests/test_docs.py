@@ -333,7 +333,7 @@ def check_python(argv: list[str]) -> None:
         elif module == "pip":
             check_pip(["pip", *rest])
         else:
-            assert module.startswith("abswin"), f"python -m {module}: no check for this module"
+            assert module.startswith(("abswin", "datamodules")), f"python -m {module}: no check for this module"
             check_help(rest, module=module)
     elif args[0] == "-c":
         compile(args[1], "<python -c>", "exec")

@@ -24,7 +24,8 @@ THIRD_PARTY = {  # besides the standard library
     "abswin/pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, when used
     "abswin/convert.py": {"torch", "safetensors"},
     "abswin/__init__.py": set(),
-    "datamodules": {"torch", "torchvision", "lightning", "numpy", "PIL", "decord", "av", "mlxtend"},
+    "datamodules": {"torch", "torchvision", "lightning", "numpy", "PIL", "decord", "av", "torchcodec", "mlxtend",
+                    "tqdm"},
     "training": {"torch", "lightning", "torchmetrics", "torchvision", "numpy", "PIL", "fsspec", "wandb",
                  "hydra", "omegaconf"},
 }

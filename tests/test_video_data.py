@@ -140,6 +140,47 @@ def test_pyav_first_reads_the_same_frames(kinetics):
         data_module("video", kinetics, decoder="opencv")
 
 
+def torchcodec_or_skip() -> None:
+    """torchcodec (in the test extra) decodes with the system's FFmpeg libraries; where they are
+    missing it cannot load, and only then are its tests skipped (.ci/run and the Dockerfile install
+    FFmpeg)."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as e:
+        pytest.skip(f"torchcodec cannot load FFmpeg's libraries (apt-get install ffmpeg): {str(e)[:120]}")
+
+
+def test_torchcodec_reads_decords_frames_and_falls_back_to_pyav(kinetics, monkeypatch):
+    torchcodec_or_skip()
+    import datamodules.video_decoding as video
+
+    path = kinetics / "videos" / "b1.mp4"
+    idx = lambda n: np.array([1, 5, 9, 28, 5])  # noqa: E731
+    np.testing.assert_array_equal(read_frames(path, idx, decoder="torchcodec"), read_frames(path, idx))
+
+    def broken(path, choose):
+        raise RuntimeError("no FFmpeg")
+
+    monkeypatch.setattr(video, "_read_torchcodec", broken)
+    np.testing.assert_array_equal(read_frames(path, idx, decoder="torchcodec"), read_frames(path, idx))
+    with pytest.raises(OSError, match="torchcodec: RuntimeError: no FFmpeg; PyAV"):
+        read_frames(kinetics / "videos" / "text.mp4", idx, decoder="torchcodec")
+
+
+@pytest.mark.slow
+def test_torchcodec_frames_equal_decords_on_the_bundled_clips(tmp_path):
+    """Every third frame of every clip of the video demo set, bit for bit."""
+    torchcodec_or_skip()
+    from datamodules.video_decoding import _read_decord, _read_torchcodec
+    from datamodules.video_demo import build_video_demo_dataset
+
+    clips = sorted(build_video_demo_dataset(tmp_path / "demo_video").rglob("*.mp4"))
+    every_third = lambda n: np.arange(0, n, 3)  # noqa: E731
+    differ = [c.name for c in clips if not np.array_equal(_read_decord(str(c), every_third),
+                                                         _read_torchcodec(str(c), every_third))]
+    assert len(clips) > 50 and differ == []
+
+
 def test_decord_timeout_falls_back_to_pyav(kinetics, monkeypatch):
     import time
 
