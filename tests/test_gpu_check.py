@@ -28,6 +28,7 @@ def gpu_check(tmp_path: Path, checks: str) -> tuple[int, dict, str]:
     return done.returncode, results, (tmp_path / "gpu_check.md").read_text()
 
 
+@pytest.mark.slow
 def test_cpu_subset_parity_kernels_and_training_step(tmp_path):
     code, results, page = gpu_check(tmp_path, "parity,kernels,train_step")
     assert code == 0 and results["failures"] == [], results["failures"]
