@@ -39,7 +39,6 @@ import subprocess
 import sys
 import time
 import traceback
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -54,7 +53,7 @@ import abswin  # noqa: E402
 # bench/common.py and the other scripts: Python puts the script's folder (bench/) on sys.path
 from common import ROOT, classifier_step, with_provenance  # noqa: E402
 from memory_case import run_case  # noqa: E402
-from model_speed import count_flops, interleaved, matmul_peak  # noqa: E402
+from model_speed import count_flops, interleaved, matmul_peak, official_factory  # noqa: E402
 
 # bf16 dense (not sparse) tensor-core peaks from the vendors' data sheets, TFLOP/s; the first name
 # found in torch.cuda.get_device_name() wins, so the specific names come first
@@ -75,11 +74,8 @@ def card_peak(device: torch.device) -> tuple[float, str]:
 
 
 # ---------------------------------------------------------------------------------- models
-def official_model(name: str, **kwargs) -> torch.nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import hiera
-    return getattr(hiera, name)(pretrained=False, **kwargs)
+def official_model(name: str) -> torch.nn.Module:
+    return official_factory(name)(pretrained=False)
 
 
 def timm_model(name: str) -> torch.nn.Module:
