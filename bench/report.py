@@ -226,6 +226,10 @@ def image_loader(r: dict) -> str:
             ["pipeline", "CPU s per 1,000 samples", "vs float32 in the worker", "vs timm", "bytes per sample"],
             [[name, fixed(x["cpu_s_per_1000"], 2), fixed(x["cpu_s_per_1000"] / before, 2),
               fixed(x["cpu_s_per_1000"] / timm, 2), f"{x['bytes_per_sample']:,}"] for name, x in row.items()]))
+        if "device_step_cpu_s_per_1000" in row["ours"]:
+            moved = "RandAugment, normalisation, erasing" if task == "finetune" else "normalisation"
+            parts[-1] += (f"\n\nOurs on the device ({moved}; batches of 64, timed on "
+                          f"this CPU): {fixed(row['ours']['device_step_cpu_s_per_1000'], 2)} s per 1,000 samples.")
     return "\n\n".join(parts) + (
         f"\n\n{s['images']} JPEGs of 500x375 at {s['size']} px, {s['threads']} thread; the median of "
         f"{s['rounds']} interleaved rounds after one warm-up.")

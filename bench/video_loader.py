@@ -7,8 +7,8 @@ from it), warm-up first, medians of timed rounds in alternating order:
 
 1. decode only: one 16x4 training read (``train_clip_indices``) by decord, by PyAV (the same
    windows for both), and by ``read_frames`` (decord inside its time-limit thread: the guard's cost);
-2. one worker's whole sample: ``VideoDataset.__getitem__`` with the finetune transform (crop 224 +
-   flip + RandAugment), split into decode and augmentation, repeated sampling 1 and 2;
+2. one worker's whole sample: ``VideoDataset.__getitem__`` with the finetune worker transform (crop
+   224 + flip; RandAugment runs on the device), split into decode and augmentation, repeated sampling 1 and 2;
 3. a real DataLoader with 0, 1, 2, ... workers (no more than the machine's cores);
 4. a training step (forward + backward) of ``--model`` on CPU (bf16 autocast or fp32) and on CUDA
    when present, then the workers per device that keep it fed and which side bounds the step.
@@ -131,8 +131,8 @@ def main(argv=None) -> None:
         (root / "train.csv").write_text("".join(f"{p.resolve()} {i % 2}\n" for i, p in enumerate(paths)))
         rs = sorted({1, 2, args.repeated_sampling})
         configs = [(d, r) for d in ("decord", "pyav") for r in rs]
-        print(f"\n2. one loader worker (one thread): VideoDataset.__getitem__ = read_frames + crop {SIZE} / flip / "
-              f"RandAugment per clip ({args.items} samples after {args.warmup} warm-up)", flush=True)
+        print(f"\n2. one loader worker (one thread): VideoDataset.__getitem__ = read_frames + crop {SIZE} / flip per clip "
+              f"(RandAugment: on the device; {args.items} samples after {args.warmup} warm-up)", flush=True)
         worker = bench_worker(root, configs, args.items, args.warmup)
         table(["setting", "ms/video", "decode ms", "augment ms", "decode %", "clips/s per worker"],
               [[f"data.decoder={w['decoder']} repeated_sampling={w['repeated_sampling']}", w["median_ms"], w["decode_ms"],

@@ -106,8 +106,8 @@ def bench_decode(paths: list[Path], reads: int, warmup: int) -> tuple[dict, floa
 
 # ---------------------------------------------------------------------------------- 2. one worker
 def make_dataset(root: Path, decoder: str, repeated: int):
-    """The training set as ``data=video`` builds it (the shipped settings; finetune transform:
-    crop + flip + RandAugment)."""
+    """The training set as ``data=video`` builds it (the shipped settings; the finetune worker
+    transform: crop + flip; RandAugment runs on the device)."""
     kw = config_arguments("finetune", "data", [
         "data=video", f"data.root={root}", f"data.img_size={SIZE}", f"data.num_frames={T}",
         f"data.sampling_rate={RATE}", "data.batch_size=1", "data.num_workers=0",

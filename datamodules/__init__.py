@@ -24,7 +24,7 @@ from .loading import ResumableSampler, SampleKey, ShardSampler
 from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 from .on_device import to_model_input
-from .transforms import RandAugmentMstd, decode, eval_transform, train_transform
+from .transforms import decode, eval_transform, train_transform
 from .video import VideoDataModule, VideoDataset
 from .video_decoding import read_frames
 from .video_demo import VideoDemoDataModule, build_video_demo_dataset, write_mp4
@@ -38,7 +38,6 @@ __all__ = [
     "DemoDataModule",
     "ImageDataModule",
     "ImageFolderDataset",
-    "RandAugmentMstd",
     "ResumableSampler",
     "SampleKey",
     "ShardSampler",

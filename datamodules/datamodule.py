@@ -29,7 +29,7 @@ from .files import FileDataset, check_readable
 from .loading import (ResumableSampler, ShardSampler, batches_per_epoch, check_full_batch, make_loader,
                       split_global_batch)
 from .on_device import to_model_input
-from .transforms import mode_train_transform, randaug_settings
+from .transforms import randaug_settings, train_transform
 
 log = logging.getLogger("datamodules")
 
@@ -68,14 +68,14 @@ class ShardedDataModule(pl.LightningDataModule):
         batch_size: GLOBAL batch (images, or videos); per device = ``batch_size // (world_size *
             accumulate_grad_batches)`` (from the attached trainer, in :meth:`setup`); must divide exactly.
         num_workers: loader processes per rank.
-        mode: ``"finetune"`` (RandAugment + RandomErasing) or ``"pretrain"`` (MAE: crop + flip only,
+        mode: ``"finetune"`` (RandAugment + RandomErasing, on the device) or ``"pretrain"`` (MAE: crop + flip only,
             the val split optional).
         crop_pct: evaluation resize of the short side to ``int(img_size / crop_pct)``.
         scale: RandomResizedCrop area range, or ``{finetune: range, pretrain: range}``.
         ratio: RandomResizedCrop aspect range.
         hflip: horizontal flip probability.
         randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob, randaug_num_bins:
-            :class:`~datamodules.transforms.RandAugmentMstd` (finetune only; ``randaug_mstd=None`` off).
+            RandAugment on the device (:mod:`datamodules.randaugment`; finetune only; ``randaug_mstd=None`` off).
         random_erasing: RandomErasing probability (finetune only).
         class_index: None, or a JSON ``{name: index}`` / text file (one name per line).
         num_classes: None (from the class index or the train split), or the model's class count
@@ -171,20 +171,22 @@ class ShardedDataModule(pl.LightningDataModule):
         return self.per_device_batch_size
 
     def train_transform(self):
-        return mode_train_transform(self.mode, self.img_size, self.scale, self.ratio, self.hflip, self.randaug)
+        """The workers' crop and flip (RandAugment and erasing run on the device: :meth:`model_input`)."""
+        return train_transform(self.img_size, self.scale, self.ratio, self.hflip)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Lightning's hook, on the device: the loader's uint8 batch normalised, and erased when
-        training a finetuning run (:mod:`datamodules.on_device`)."""
+        """Lightning's hook, on the device: the loader's uint8 batch normalised, and RandAugmented and
+        erased when training a finetuning run (:mod:`datamodules.on_device`)."""
         trainer = getattr(self, "trainer", None)
         training = trainer is not None and trainer.training
         return self.model_input(batch, trainer.current_epoch if training else None)
 
     def model_input(self, batch: Batch, epoch: int | None = None) -> Batch:
-        """A loader's batch as the model takes it; ``epoch``: a training batch of that epoch (random
-        erasing, finetuning only). For code that reads the loaders without a Trainer."""
-        erasing = self.random_erasing if self.mode == "finetune" else 0.0
-        return to_model_input(batch, erasing, self._seed(), epoch)
+        """A loader's batch as the model takes it; ``epoch``: a training batch of that epoch (RandAugment
+        and random erasing, finetuning only). For code that reads the loaders without a Trainer."""
+        if self.mode != "finetune":
+            return to_model_input(batch, seed=self._seed(), epoch=epoch)
+        return to_model_input(batch, self.random_erasing, self._seed(), epoch, self.randaug)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

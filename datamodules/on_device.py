@@ -1,7 +1,8 @@
 """The input pipeline's last steps, on the device: loader workers hand over uint8 crops (a quarter of
 float32's bytes through shared memory and PCIe), and after the batch is moved to the device the data
-module normalises it and, when training with ``random_erasing``, erases a random box of some samples
-with normal noise (timm's ``mode='pixel'``, torchvision's ``RandomErasing(value="random")``).
+module augments finetuning training batches with RandAugment (:mod:`datamodules.randaugment`),
+normalises, and, when training with ``random_erasing``, erases a random box of some samples with
+normal noise (timm's ``mode='pixel'``, torchvision's ``RandomErasing(value="random")``).
 
 Erasing is seeded per sample from ``(seed, epoch, data-set index, clip)`` only, as the workers'
 augmentations are: the same whatever the device count, the worker count or a resume, so a resumed
@@ -20,7 +21,9 @@ from abswin.batch import Batch
 from abswin.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from abswin.seeding import derive_seed
 
-__all__ = ["ERASING_RATIO", "ERASING_SCALE", "erasing_box", "random_erase", "to_model_input"]
+from .randaugment import RANDAUG_TAG, RandAugmentSettings, draw_ops, rand_augment
+
+__all__ = ["ERASING_RATIO", "ERASING_SCALE", "erasing_box", "random_erase", "sample_seeds", "to_model_input"]
 
 ERASING_TAG = 0x3E7A5E  # derive_seed(seed, ERASING_TAG, epoch, index, clip): one stream per sample
 ERASING_SCALE = (0.02, 1 / 3)
@@ -60,22 +63,31 @@ def random_erase(x: torch.Tensor, seeds: list[int], p: float) -> torch.Tensor:
     return x
 
 
+def sample_seeds(batch: Batch, seed: int, tag: int, epoch: int) -> list[int]:
+    """One seed per image or clip of a training batch, from ``(seed, tag, epoch, data-set index,
+    clip)`` only."""
+    if batch.indices is None:
+        raise ValueError("augmenting on the device needs Batch.indices (the data-set index of each sample)")
+    clips = batch.clips_per_sample
+    return [derive_seed(seed, tag, epoch, int(index), row % clips) for row, index in enumerate(batch.indices.tolist())]
+
+
 def to_model_input(batch: Batch, random_erasing: float = 0.0, seed: int = 0, epoch: int | None = None,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Batch:
+                   randaug: RandAugmentSettings | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Batch:
     """The uint8 batch of a loader (moved to the device) as the model takes it: normalised float32;
-    with ``epoch`` (training) and ``random_erasing > 0``, erased per sample (module docstring). A
-    batch already in floating point is returned as it is."""
+    with ``epoch`` (training), RandAugmented when ``randaug`` is given and erased per sample when
+    ``random_erasing > 0`` (module docstring). A batch already in floating point is returned as it is."""
     pixels = batch.inputs
     if pixels.is_floating_point():
         return batch
     if batch.views is not None:
         return dataclasses.replace(batch, views=normalize(pixels, 2, mean, std))
+    training = epoch is not None and pixels.shape[0] > 0
+    if training and randaug is not None:
+        draws = [draw_ops(torch.Generator().manual_seed(s), randaug)
+                 for s in sample_seeds(batch, seed, RANDAUG_TAG, epoch)]
+        pixels = rand_augment(pixels, draws, randaug)
     images = normalize(pixels, 1, mean, std)
-    if epoch is not None and random_erasing > 0 and images.shape[0]:
-        if batch.indices is None:
-            raise ValueError("random erasing needs Batch.indices (the data-set index of each sample)")
-        clips = batch.clips_per_sample
-        seeds = [derive_seed(seed, ERASING_TAG, epoch, int(index), row % clips)
-                 for row, index in enumerate(batch.indices.tolist())]
-        random_erase(images, seeds, random_erasing)
+    if training and random_erasing > 0:
+        random_erase(images, sample_seeds(batch, seed, ERASING_TAG, epoch), random_erasing)
     return dataclasses.replace(batch, images=images)

@@ -37,7 +37,7 @@ class VideoDataset(FileDataset):
     unreadable, see :class:`~datamodules.files.FileDataset`).
 
     ``train=True``: ``x`` = ``[R, 3, T, S, S]``, R random clips of one decoded video, each with its
-    own crop/flip/RandAugment (``transform``, shared by all its frames; None: the frames as they are).
+    own crop and flip (``transform``, shared by all its frames; None: the frames as they are).
     uint8 throughout (normalised on the device, :mod:`datamodules.on_device`).
     ``train=False``: ``x`` = ``[Vt*Vs, 3, T, S, S]`` evaluation views: ``Vt`` evenly spaced windows,
     each resized to a short side of ``int(img_size / crop_pct)`` and cut into ``Vs`` square crops.
@@ -84,7 +84,7 @@ class VideoDataset(FileDataset):
         return self._eval_views(frames)
 
     def _train_clip(self, frames: torch.Tensor) -> torch.Tensor:
-        # v2 treats the leading T as a batch dim: the same crop/flip/RandAugment for every frame
+        # v2 treats the leading T as a batch dim: the same crop and flip for every frame
         out = frames if self.transform is None else self.transform(frames)
         return out.permute(1, 0, 2, 3).contiguous()  # [3, T, S, S]
 

@@ -100,7 +100,7 @@ def test_the_data_module_hook_erases_only_training_batches_of_finetuning(tmp_pat
     for mode, erasing, training, erased in [("finetune", 1.0, True, True), ("finetune", 1.0, False, False),
                                             ("pretrain", 1.0, True, False), ("finetune", 0.0, True, False)]:
         dm = data_module("imagefolder", root, num_workers=0, mode=mode, random_erasing=erasing, img_size=32,
-                         batch_size=4)
+                         batch_size=4, randaug_mstd=None)
         dm.setup("fit")
         batch = next(iter(dm.train_dataloader()))
         dm.trainer = SimpleNamespace(training=training, current_epoch=0)

@@ -101,9 +101,10 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_with_random_erasing_on_the_device_is_bit_identical(image_root, tmp_path):
-    """Random erasing runs on the device after transfer, seeded per sample: a run resumed after
-    its first epoch ends with the uninterrupted run's weights, bit for bit."""
+def test_resume_with_augmentation_on_the_device_is_bit_identical(image_root, tmp_path):
+    """RandAugment (the data config's, on by default) and random erasing run on the device after
+    transfer, seeded per sample: a run resumed after its first epoch ends with the uninterrupted
+    run's weights, bit for bit."""
     data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64", "data.random_erasing=1.0",
             "logger=none"]
     straight, split = tmp_path / "straight", tmp_path / "split"

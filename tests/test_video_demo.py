@@ -166,7 +166,7 @@ def test_build_is_idempotent(demo_root):
 def test_datamodule_batches(demo_root):
     dm = data_module("video_demo", demo_root, num_workers=0, batch_size=2, eval_batch_size=2, repeated_sampling=2)
     assert type(dm).__name__ == "VideoDemoDataModule"
-    assert dm.randaug["randaug_mstd"] is None and dm.random_erasing == 0 and dm.scale == (0.25, 1.0)
+    assert dm.randaug is None and dm.random_erasing == 0 and dm.scale == (0.25, 1.0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.images.shape == (4, 3, 8, 64, 64) and batch.labels.shape == (4,)  # [B*R, 3, T, S, S]
