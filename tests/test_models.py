@@ -100,7 +100,7 @@ def test_image_classifier_matches_official():
     with torch.no_grad():
         ref, ref_stages = off(x, return_intermediates=True)
         out = ours(x)
-        stages = ours.forward_intermediates(x)
+        stages = ours.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
     assert out.abs().max() > 1e-2  # a meaningful comparison, not of near-zero logits
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
     for a, b in zip(stages, ref_stages):
@@ -238,7 +238,7 @@ def test_mae_pools_twice_classifier_three_times_same_weights():
 def test_dense_features_are_spatial():
     m = abswin.create_model("hiera_atto_224").eval()
     x = torch.randn(1, 3, 224, 224)
-    stages = m.forward_intermediates(x)
+    stages = m.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
     assert [tuple(s.shape[1:3]) for s in stages] == [(56, 56), (28, 28), (14, 14), (7, 7)]
     assert [s.shape[-1] for s in stages] == [32, 64, 128, 256]
     feats = m.forward_features(x)

@@ -262,13 +262,19 @@ class Hiera(nn.Module):
         return mask.scatter_(1, ids, True)
 
     # ------------------------------------------------------------------ forward
-    def _embed(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, mask: torch.Tensor | None, any_size: bool = False) -> torch.Tensor:
+        """Patch embedding plus position embedding, unrolled (and the masked units dropped).
+        ``any_size``: any input size the model can tile (the embedding resized for it), not only
+        ``input_size``."""
         size = tuple(x.shape[2:])
-        if size != self.input_size:
+        if any_size and mask is None and len(size) == len(self.input_size):
+            self._check_input_size(size)
+        elif size != self.input_size:
             raise ValueError(
                 f"input of size {size} does not match the model's input_size {self.input_size}; "
                 f"create the model with that size or call set_input_size()"
             )
+        tokens = self._tokens_shape(size)
         if mask is not None:
             # zero masked units before the conv so no information leaks into kept tokens
             m = mask.view(x.shape[0], 1, *self.mask_spatial_shape).to(x.dtype)
@@ -276,9 +282,8 @@ class Hiera(nn.Module):
             x = x * m
         x = self.patch_embed.proj(x)  # [B, C, *tokens]
         x = x.movedim(1, -1)  # [B, *tokens, C] (a view)
-        x = unroll(x, self.tokens_spatial_shape, self.unroll_strides)
-        pos = unroll(self.get_pos_embed().view(1, *self.tokens_spatial_shape, -1),
-                     self.tokens_spatial_shape, self.unroll_strides)
+        x = unroll(x, tokens, self.unroll_strides)
+        pos = unroll(self.get_pos_embed(tokens).view(1, *tokens, -1), tokens, self.unroll_strides)
         x = x + pos
         if mask is not None:
             # unit index is the fastest one: keep the present units along it
@@ -287,32 +292,78 @@ class Hiera(nn.Module):
             x = x[mask[:, None, :].expand(B, x.shape[1], -1)].view(B, -1, C)
         return x
 
-    def _stage_layout(self, stage: int) -> tuple[list[int], list[tuple[int, ...]]]:
-        """Token grid and remaining unroll strides after ``stage``."""
+    def _tokens_shape(self, size: Sequence[int]) -> list[int]:
+        return [n // s for n, s in zip(size, self.patch_stride)]
+
+    def _stage_layout(self, stage: int, tokens: Sequence[int] | None = None) -> tuple[list[int], list[tuple[int, ...]]]:
+        """Token grid and remaining unroll strides after ``stage`` (for a ``tokens`` grid; default
+        the model's)."""
         pools = min(stage, self.q_pool)
-        size = list(self.tokens_spatial_shape)
+        size = list(tokens or self.tokens_spatial_shape)
         for s in self.unroll_strides[:pools]:
             size = [n // k for n, k in zip(size, s)]
         return size, self.unroll_strides[pools:]
 
-    def _run_blocks(self, x: torch.Tensor, mask=None, return_stages: bool = False):
+    def _run_blocks(self, x: torch.Tensor, mask=None, take: Sequence[int] = (), tokens=None, last_block=None):
+        """Run the blocks (up to ``last_block``); returns the tokens and the rerolled outputs of the
+        stages in ``take``."""
         stages = []
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.blocks[: None if last_block is None else last_block + 1]):
             if self.grad_ckpt and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
-            if return_stages and i in self.stage_ends:
-                stage = self.stage_ends.index(i)
-                size, strides = self._stage_layout(stage)
+            if i in self.stage_ends and self.stage_ends.index(i) in take:
+                size, strides = self._stage_layout(self.stage_ends.index(i), tokens)
                 stages.append(reroll(x, size, strides, masked=mask is not None))
         return x, stages
 
-    def forward_intermediates(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Stage outputs for dense tasks: ``[B, *grid, C]`` per stage (``[B, units, *unit, C]``
-        for masked input, where only the kept mask units are present)."""
-        x = self._embed(x, mask)
-        return self._run_blocks(x, mask, return_stages=True)[1]
+    def stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        """timm's stage selection: None = every stage, ``n`` = the last n, a sequence = those
+        stages (negative from the end). One-line ValueError for a stage that does not exist."""
+        n = len(self.stage_ends)
+        if indices is None:
+            return list(range(n))
+        if isinstance(indices, int):
+            if not 0 < indices <= n:
+                raise ValueError(f"indices={indices}: the last-n stages must be 1 to {n}")
+            return list(range(n - indices, n))
+        chosen = []
+        for i in indices:
+            if not -n <= int(i) < n:
+                raise ValueError(f"stage index {i} out of range: this Hiera has stages 0 to {n - 1} (or -{n} to -1)")
+            chosen.append(int(i) % n)
+        return chosen
+
+    def forward_intermediates(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                              indices: int | Sequence[int] | None = None, output_fmt: str = "NCHW",
+                              norm: bool = False, stop_early: bool = True,
+                              intermediates_only: bool = False):
+        """Stage outputs for dense tasks (detection, segmentation), as timm's ``forward_intermediates``.
+
+        ``indices``: which stages (:meth:`stage_indices`); ``output_fmt``: ``"NCHW"`` (video:
+        ``"NCTHW"``) or channels-last ``"NHWC"`` (``"NTHWC"``); ``norm`` is not offered (Hiera has
+        no per-stage norm). Any input size the model can tile works: abs-win builds the embedding
+        for it. Returns ``(final tokens, maps)``, or only ``maps`` with ``intermediates_only``.
+        With a ``mask`` (True = keep) maps are channels-last ``[B, units, *unit, C]`` of the kept
+        mask units only.
+        """
+        channels_first = {2: "NCHW", 3: "NCTHW"}[len(self.input_size)]
+        channels_last = {2: "NHWC", 3: "NTHWC"}[len(self.input_size)]
+        if output_fmt not in (channels_first, channels_last):
+            raise ValueError(f"output_fmt={output_fmt!r}: this Hiera gives {channels_first!r} or {channels_last!r}")
+        if norm:
+            raise ValueError("norm=True is not offered: Hiera has no norm layer per stage")
+        if mask is not None and output_fmt != channels_last:
+            raise ValueError(f"with a mask the maps are of the kept mask units only: use output_fmt={channels_last!r}")
+        take = self.stage_indices(indices)
+        last_block = self.stage_ends[max(take)] if stop_early else None
+        tokens = self._tokens_shape(x.shape[2:])
+        x = self._embed(x, mask, any_size=True)
+        x, maps = self._run_blocks(x, mask, take, tokens, last_block)
+        if output_fmt == channels_first:
+            maps = [m.movedim(-1, 1) for m in maps]
+        return maps if intermediates_only else (x, maps)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last-stage feature map ``[B, *grid, C]`` (not normed, not pooled)."""

@@ -136,7 +136,8 @@ class MaskedAutoencoderHiera(Hiera):
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float, mask: torch.Tensor | None = None):
         if mask is None:
             mask = self.get_random_mask(x, mask_ratio)
-        stages = self.forward_intermediates(x, mask)
+        stages = self.forward_intermediates(x, mask, output_fmt="NTHWC" if x.ndim == 5 else "NHWC",
+                                            intermediates_only=True, stop_early=False)
         stages = stages[: self.q_pool] + stages[-1:]  # resolution is constant after q_pool
         fused = 0.0
         for head, feat in zip(self.multi_scale_fusion_heads, stages):

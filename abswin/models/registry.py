@@ -96,13 +96,20 @@ def model_args(name: str, **overrides) -> tuple[type, dict]:
     return cls, args
 
 
-def create_model(name: str, **overrides) -> nn.Module:
+def create_model(name: str, features_only: bool = False, out_indices=(0, 1, 2, 3), **overrides) -> nn.Module:
     """Build a model by name. Common overrides: ``pos_embed`` (``"abswin"``/``"absolute"``),
     ``img_size``, ``num_frames``, ``num_classes``, ``drop_path_rate``, ``global_pos_size``,
     ``global_pos_antialias``, ``grad_ckpt``; any constructor argument of :class:`Hiera` or
-    :class:`MaskedAutoencoderHiera` is accepted."""
+    :class:`MaskedAutoencoderHiera` is accepted. ``features_only``: the backbone of a dense task,
+    returning the maps of the stages ``out_indices`` (:class:`~abswin.models.features.HieraFeatures`;
+    to load weights, load them into ``create_model(name)`` and wrap it)."""
     cls, args = model_args(name, **overrides)
-    return cls(**args)
+    model = cls(**args)
+    if features_only:
+        from .features import HieraFeatures
+
+        return HieraFeatures(model, out_indices)
+    return model
 
 
 INPUTS = ("image", "video")
