@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
-from datamodules import check_same_classes, classes_in_checkpoint
+from datamodules import check_same_classes
 from training.config import build, build_data, build_logger, check_run_dir, check_whole_numbers, register_resolvers
 from training.evaluation import (check_results_folder, checkpoint_id, classifier_arguments, local_checkpoint,
                                  result_row, write_results)
@@ -37,9 +37,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_data(cfg)
     checkpoint = read_checkpoint(path)  # once: for its architecture, then its weights
-    if not cfg.data.get("class_index"):  # a class index maps other folder names (ImageNet-V2, -R) by hand
-        check_same_classes(classes_in_checkpoint(checkpoint), datamodule.classes, f"data.root={cfg.data.get('root')}")
     arch = read_architecture(path, checkpoint)
+    if not cfg.data.get("class_index"):  # a class index maps other folder names (ImageNet-V2, -R) by hand
+        check_same_classes(arch.classes, datamodule.classes, f"data.root={cfg.data.get('root')}")
     module = build(classifier_arguments(cfg, arch, datamodule.num_classes, published_model))
     log.info("evaluating %s", path)
     load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report

@@ -17,7 +17,7 @@ Knows nothing about models; every number is a constructor argument, given by a d
   bundled demo sets, built once.
 """
 from .collate import collate_images, collate_video_eval, collate_video_train
-from .datamodule import ShardedDataModule, check_same_classes, classes_in_checkpoint
+from .datamodule import ShardedDataModule, check_same_classes
 from .demo import DEMO_ROOT_DEFAULT, DemoDataModule, build_demo_dataset
 from .image_folder import ImageDataModule, ImageFolderDataset
 from .loading import ResumableSampler, SampleKey, ShardSampler
@@ -44,7 +44,6 @@ __all__ = [
     "ShardedDataModule",
     "build_demo_dataset",
     "check_same_classes",
-    "classes_in_checkpoint",
     "collate_images",
     "collate_skip_none",
     "collate_video_eval",

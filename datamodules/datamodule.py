@@ -33,7 +33,7 @@ from .transforms import randaug_settings, train_transform
 
 log = logging.getLogger("datamodules")
 
-__all__ = ["MODES", "ShardedDataModule", "check_same_classes", "classes_in_checkpoint"]
+__all__ = ["MODES", "ShardedDataModule", "check_same_classes"]
 
 MODES = ("finetune", "pretrain")
 TRAIN_SUBSET_TAG = 0x7F2AC710  # derive_seed(seed, TRAIN_SUBSET_TAG): the train_fraction subset's stream
@@ -332,11 +332,3 @@ def check_same_classes(trained: list[str] | None, here: list[str], where: str) -
     raise ValueError(f"the checkpoint was trained on {len(trained)} classes and {where} has {len(here)}: label "
                      f"{first} is {was} in the checkpoint and {now} here (a class folder renamed, added or removed "
                      f"would permute the labels)")
-
-
-def classes_in_checkpoint(checkpoint: dict) -> list[str] | None:
-    """The class list a training checkpoint of ours recorded (its data module's state), or None."""
-    for value in checkpoint.values():
-        if isinstance(value, dict) and "train_position" in value and isinstance(value.get("classes"), list):
-            return value["classes"]
-    return None

@@ -143,3 +143,44 @@ def test_a_renamed_class_folder_is_refused_not_scored(finetuned, tmp_path):
     assert not list(tmp_path.glob("eval/*/results.json"))
     results = json.loads((finetuned["out"] / "finetune" / "ft" / "results.json").read_text())
     assert results["classes"] == ["class0", "class1", "class2"]  # and the finetuning run's results say so
+
+
+def test_an_exported_folder_gives_the_same_logits_and_numbers(finetuned, tmp_path):
+    """python -m abswin.export on the run's checkpoint, with an eval.py run at another size: the
+    folder rebuilds the same network (identical logits), keeps the class names (a renamed class
+    folder is still refused), evaluates to the logged numbers with pretrained=DIR, and its model
+    card lists both accuracies."""
+    from abswin.checkpoint import load_checkpoint
+
+    sized = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={finetuned['ckpt']}",
+                                "data.img_size=96", "run_name=at96"], tmp_path / "e96")
+    assert sized.returncode == 0, sized.stderr[-3000:]
+    out = tmp_path / "exported"
+    r = subprocess.run([PYTHON, "-m", "abswin.export", str(finetuned["ckpt"]), "--out", str(out), "--results",
+                        str(tmp_path / "e96" / "eval")], cwd=ROOT, env=clean_env(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["class0", "class1", "class2"] and config["options"]["img_size"] == 64
+
+    exported = abswin.load_exported(out)
+    trained = abswin.create_model(config["model"], **config["options"])
+    load_checkpoint(trained, finetuned["ckpt"], strict=True)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        difference = (exported(x) - trained.eval()(x)).abs().max().item()
+    assert difference == 0.0
+
+    ev = _launch("eval.py", [*DATA, f"data.root={finetuned['root']}", f"pretrained={out}"], tmp_path / "e64")
+    row = _row(tmp_path / "e64", ev)
+    assert row["top1"] == pytest.approx(100 * finetuned["metrics"]["val/acc1"], abs=1e-6)
+    card = (out / "README.md").read_text()
+    top1_96 = json.loads(next((tmp_path / "e96").glob("eval/**/results.json")).read_text())["row"]["top1"]
+    assert f"| the run's validation | imagefolder | 64 | - | {100 * finetuned['metrics']['val/acc1']:.2f} |" in card
+    assert f"| 96 | - | {top1_96:.2f} |" in card and "license: other" in card and "Window similarity" in card
+
+    again = subprocess.run([PYTHON, "-m", "abswin.export", str(finetuned["ckpt"]), "--out", str(out)], cwd=ROOT,
+                           env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.strip() == f"error: --out {out} exists: pass --overwrite to " \
+                                                           "replace it, or choose another folder"

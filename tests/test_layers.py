@@ -23,6 +23,8 @@ THIRD_PARTY = {  # besides the standard library
     "abswin/normalization.py": {"torch"},
     "abswin/pretrained.py": {"torch", "huggingface_hub"},  # huggingface_hub: only for timm's files, when used
     "abswin/convert.py": {"torch", "safetensors"},
+    "abswin/export.py": {"torch", "safetensors", "huggingface_hub"},  # huggingface_hub: only to push
+    "abswin/exported.py": {"torch"},
     "abswin/__init__.py": set(),
     "datamodules": {"torch", "torchvision", "lightning", "numpy", "PIL", "decord", "av", "torchcodec", "mlxtend",
                     "tqdm"},
@@ -39,7 +41,9 @@ OURS = {  # which of our own packages and modules each may use (itself always)
     "abswin/normalization.py": set(),
     "abswin/pretrained.py": {"abswin.normalization"},
     "abswin/convert.py": {"abswin"},  # a command: the package it converts with
-    "abswin/__init__.py": {"abswin.checkpoint", "abswin.models", "abswin.pretrained"},
+    "abswin/export.py": {"abswin"},  # a command: the package it exports with
+    "abswin/exported.py": {"abswin.checkpoint", "abswin.models"},
+    "abswin/__init__.py": {"abswin.checkpoint", "abswin.exported", "abswin.models", "abswin.pretrained"},
     "datamodules": {"abswin.batch", "abswin.seeding", "abswin.normalization"},
     "training": {"abswin"},  # the library, never the data modules (batches arrive as abswin.batch.Batch)
 }

@@ -40,7 +40,7 @@ def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
     if weights is not None:
         return fetch_pretrained(weights.name), weights.model
     path = Path(pretrained)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):  # a folder: python -m abswin.export's (read_checkpoint checks it)
         raise FileNotFoundError(f"pretrained={pretrained}: no such file (or a name of abswin.list_pretrained())")
     return path, None
 

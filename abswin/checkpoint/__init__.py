@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .architecture import Architecture, read_architecture
+from .architecture import Architecture, read_architecture, recorded_classes
 from .errors import CheckpointError
 from .formats import describe, lightning_extras, match_model_kind, our_state_dict
 from .reading import check_finite, read_checkpoint
@@ -23,7 +23,7 @@ from .report import LoadReport, shape_of
 from .resize_pos_embed import Fitting, file_antialias, fit_position_embeddings
 
 __all__ = ["Architecture", "CheckpointError", "LoadReport", "check_finite", "load_checkpoint", "read_architecture",
-           "read_checkpoint"]
+           "read_checkpoint", "recorded_classes"]
 
 logger = logging.getLogger("abswin")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from .formats import MAE_ONLY_PREFIXES, our_state_dict
 from .reading import read_checkpoint
 
-__all__ = ["Architecture", "read_architecture"]
+__all__ = ["Architecture", "read_architecture", "recorded_classes"]
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Architecture:
     num_classes: int                         # rows of the classifier head; 0: no head
     model_name: str | None = None            # ours: the registry model it was trained as
     model_kwargs: dict = field(default_factory=dict)  # ours: the options it was built with
+    classes: list[str] | None = None         # ours: the class names, in the head's order
 
     def model_options(self) -> dict:
         """``create_model`` options that make a model this checkpoint loads into as trained (its
@@ -44,6 +45,7 @@ def read_architecture(path: str | Path, checkpoint: dict | None = None) -> Archi
     head = sd.get("head.projection.weight")
     hparams = checkpoint.get("hyper_parameters") if fmt == "lightning" else None
     hparams = hparams if isinstance(hparams, dict) else {}
+    exported = checkpoint.get("abswin") if isinstance(checkpoint.get("abswin"), dict) else {}  # convert / export
     return Architecture(
         video="pos_embed_temporal" in sd or (patch is not None and patch.dim() == 5),
         mae=any(k.startswith(MAE_ONLY_PREFIXES) for k in sd),
@@ -51,6 +53,19 @@ def read_architecture(path: str | Path, checkpoint: dict | None = None) -> Archi
         global_pos_size=tuple(global_embed.shape[-2:]) if global_embed is not None else None,
         window_pos_embed="pos_embed_window" in sd,
         num_classes=int(head.shape[0]) if head is not None else 0,
-        model_name=hparams.get("model_name"),
-        model_kwargs=dict(hparams.get("model_kwargs") or {}),
+        model_name=hparams.get("model_name") or exported.get("model"),
+        model_kwargs=dict(hparams.get("model_kwargs") or exported.get("options") or {}),
+        classes=recorded_classes(checkpoint),
     )
+
+
+def recorded_classes(checkpoint: dict) -> list[str] | None:
+    """The class names a checkpoint of ours recorded (a training checkpoint: its data module's
+    state; an exported or converted file: its metadata), or None."""
+    exported = checkpoint.get("abswin")
+    if isinstance(exported, dict) and isinstance(exported.get("classes"), list):
+        return exported["classes"]
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "train_position" in value and isinstance(value.get("classes"), list):
+            return value["classes"]
+    return None

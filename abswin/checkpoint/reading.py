@@ -20,6 +20,8 @@ import torch
 
 from .errors import CheckpointError
 
+EXPORTED_WEIGHTS = "model.safetensors"  # the weights of a folder written by python -m abswin.export
+
 # pickled globals a plain torch weights file may reference
 _SAFE_GLOBAL_MODULES = ("torch", "collections", "_codecs")
 
@@ -28,13 +30,17 @@ def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file safely into a dict (a state dict or a wrapper around one).
 
     ``.safetensors`` files (or files that look like one) come back as
-    ``{"state_dict": tensors}`` plus ``"abswin"`` metadata where present.
+    ``{"state_dict": tensors}`` plus ``"abswin"`` metadata where present. A folder written by
+    ``python -m abswin.export`` is read through its ``model.safetensors``.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError.about(path, "no such file")
     if path.is_dir():
-        raise CheckpointError.about(path, "is a directory, not a checkpoint file")
+        if not (path / EXPORTED_WEIGHTS).is_file():
+            raise CheckpointError.about(path, f"is a directory without {EXPORTED_WEIGHTS}: not a checkpoint file "
+                                              "or a folder of python -m abswin.export")
+        path = path / EXPORTED_WEIGHTS
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError.about(path, "empty file (0 bytes)")
