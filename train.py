@@ -68,6 +68,8 @@ def load_pretrained(module, cfg: DictConfig, weights) -> None:
         return
     path = str(abswin.fetch_pretrained(weights.name)) if weights is not None else cfg.pretrained
     report = abswin.load_checkpoint(module.model, path)
+    if getattr(module, "ema_model", None) is not None:  # the average starts from the loaded weights
+        module.ema_model.load_state_dict(module.model.state_dict())
     log.info("initialised from %s:\n%s", cfg.pretrained if weights is None else f"{weights.name} ({path})", report)
 
 

@@ -43,6 +43,20 @@ CARD = "README.md"
 UNKNOWN_LICENSE = "other"
 
 
+EMA_PREFIX = "ema_model."  # a finetuning run's EMA of the weights (module.ema_decay) in its checkpoint
+
+
+def ema_checkpoint(checkpoint: dict, path: Path) -> dict:
+    """The checkpoint with its EMA weights in place of the live ones."""
+    from .checkpoint.formats import LIGHTNING_MODEL_PREFIX
+
+    sd = checkpoint.get("state_dict")
+    ema = {k[len(EMA_PREFIX):]: v for k, v in sd.items() if k.startswith(EMA_PREFIX)} if isinstance(sd, dict) else {}
+    if not ema:
+        raise CheckpointError.about(path, "holds no EMA weights (a finetuning run with module.ema_decay keeps them)")
+    return {**checkpoint, "state_dict": {LIGHTNING_MODEL_PREFIX + k: v for k, v in ema.items()}}
+
+
 def _build(path: Path, checkpoint: dict, model_name: str | None) -> tuple[torch.nn.Module, str, object]:
     arch = read_architecture(path, checkpoint)
     name = model_name or arch.model_name
@@ -121,7 +135,8 @@ def model_card(name: str, config: dict, model: torch.nn.Module, run_config: dict
     lines = ["---", f"license: {license[0]}", "library_name: abswin",
              f"tags: [hiera, abswin, {'video' if video else 'image'}-classification]", "---", "",
              f"# {name} (abs-win)", "",
-             f"Hiera with absolute-win position embeddings (Bolya et al., \"Window Attention is Bugged\"): {task}.",
+             f"Hiera with absolute-win position embeddings (Bolya et al., \"Window Attention is Bugged\"): {task}; "
+             f"{config['weights']} of the run.",
              "", "```python", "import abswin", "", 'model = abswin.load_exported("THIS_FOLDER")', "```", "",
              "`python eval.py pretrained=THIS_FOLDER data=in1k data.img_size=384` evaluates it at any size "
              "(abs-win needs no weight change).", "", "## Architecture", "",
@@ -162,17 +177,22 @@ def model_card(name: str, config: dict, model: torch.nn.Module, run_config: dict
 
 
 def export(checkpoint: str | Path, out: str | Path, model_name: str | None = None, license: str | None = None,
-           results: list[str | Path] = (), overwrite: bool = False) -> Path:
-    """Write the exported folder ``out`` (module docstring); returns it."""
+           results: list[str | Path] = (), overwrite: bool = False, ema: bool = False) -> Path:
+    """Write the exported folder ``out`` (module docstring); returns it. ``ema``: the run's EMA of
+    the weights instead of the weights."""
     path, out = Path(checkpoint), Path(out)
     occupied = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
     if occupied and not overwrite:
         raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it, or choose another folder")
     ckpt = read_checkpoint(path)
+    if ema:
+        ckpt = ema_checkpoint(ckpt, path)
     model, name, report = _build(path, ckpt, model_name)
     run = _run_folder(path)
     run_config = json.loads((run / "run.json").read_text()).get("config", {}) if run else {}
+    decay = (ckpt.get("hyper_parameters") or {}).get("ema_decay")
     config = {"model": name, "options": model_options(model), "classes": read_architecture(path, ckpt).classes,
+              "weights": f"EMA of the weights (decay {decay})" if ema else "the weights",
               "source": str(path.resolve()), "source_format": report.format, "abswin_version": __version__}
     rows = _results(run, [Path(r) for r in results], run_config)
     card = model_card(name, config, model, run_config, rows, _license(license, run_config))
@@ -218,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hugging Face model repo")
     ap.add_argument("--public", action="store_true", help="with --push-to-hub: a public repository (default private)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    ap.add_argument("--ema", action="store_true", help="export the run's EMA of the weights (module.ema_decay)")
     args = ap.parse_args(argv)
     logging.getLogger("abswin").addHandler(logging.NullHandler())
     try:
-        out = export(args.checkpoint, args.out, args.model, args.license, args.results, args.overwrite)
+        out = export(args.checkpoint, args.out, args.model, args.license, args.results, args.overwrite, args.ema)
         print(f"exported {args.checkpoint} to {out}: {EXPORTED_WEIGHTS}, {CONFIG}, {CARD}")
         if args.push_to_hub:
             print(f"pushed to {push_to_hub(out, args.push_to_hub, private=not args.public)}")

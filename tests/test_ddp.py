@@ -53,12 +53,15 @@ def write_odd_folder(root) -> None:
 def test_finetune_under_trainer_ddp_evaluates_every_image_once(tmp_path):
     write_odd_folder(tmp_path / "data")
     overrides = ["data=imagefolder", f"data.root={tmp_path / 'data'}", "data.img_size=64", "data.batch_size=4",
-                 *COMMON, "trainer.max_epochs=1", "logger=csv"]
+                 *COMMON, "trainer.max_epochs=1", "logger=csv", "module.ema_decay=0.5"]
     job = run("lightning", "finetune.py", overrides, output_root=tmp_path, run_name=unique_name("odd"))
     metrics = json.loads((job.run_dir / "results.json").read_text())["metrics"]
     assert metrics["val/samples"] == 13, metrics
-    correct = metrics["val/acc1"] * 13
-    assert abs(correct - round(correct)) < 1e-4, f"val/acc1={metrics['val/acc1']} is not k/13"
+    for name in ("val/acc1", "val_ema/acc1"):  # the weights' EMA is evaluated on every image once too
+        correct = metrics[name] * 13
+        assert abs(correct - round(correct)) < 1e-4, f"{name}={metrics[name]} is not k/13"
+    weights = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not torch.equal(weights["ema_model.head.projection.weight"], weights["model.head.projection.weight"])
 
 
 def test_ddp_two_ranks_shard_without_duplicates(tmp_path):

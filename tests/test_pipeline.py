@@ -107,12 +107,46 @@ def test_resume_with_augmentation_on_the_device_is_bit_identical(image_root, tmp
     run's weights, bit for bit."""
     data = ["data=imagefolder", f"data.root={image_root}", "data.img_size=64", "data.random_erasing=1.0",
             "logger=none"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    train(_cfg("finetune", straight, [*data, "trainer.max_epochs=2"]))
-    train(_cfg("finetune", split, [*data, "trainer.max_epochs=1"]))
-    train(_cfg("finetune", split, [*data, "trainer.max_epochs=2", "resume=true"]))
-    a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(split / "checkpoints" / "last.ckpt")
+    a, b = _straight_and_resumed(tmp_path, data)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def _straight_and_resumed(tmp_path: Path, overrides: list[str]) -> tuple[dict, dict]:
+    """The weights after two finetuning epochs in one run, and in a run resumed after the first."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_cfg("finetune", straight, [*overrides, "trainer.max_epochs=2"]))
+    train(_cfg("finetune", split, [*overrides, "trainer.max_epochs=1"]))
+    train(_cfg("finetune", split, [*overrides, "trainer.max_epochs=2", "resume=true"]))
+    return _weights(straight / "checkpoints" / "last.ckpt"), _weights(split / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_ema_is_evaluated_checkpointed_exported_and_resumed_bit_identically(tmp_path):
+    """module.ema_decay: the average is logged beside the live model (val_ema/...), lives in the
+    checkpoint, starts from the pretrained weights, resumes bit for bit, and exports with --ema."""
+    from abswin.export import export
+
+    source = abswin.create_model("hiera_atto_224", num_classes=10, img_size=64)  # the demo set's classes
+    with torch.no_grad():
+        source.head.projection.weight.add_(1.0)  # far from any random start: shows where the average began
+    torch.save({"model_state": source.state_dict()}, tmp_path / "start.pth")
+    a, b = _straight_and_resumed(tmp_path, ["module.ema_decay=0.9", f"pretrained={tmp_path / 'start.pth'}",
+                                            "logger=csv"])
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    straight = tmp_path / "straight"
+    live = {k.removeprefix("model."): v for k, v in a.items() if k.startswith("model.")}
+    average = {k.removeprefix("ema_model."): v for k, v in a.items() if k.startswith("ema_model.")}
+    assert live.keys() == average.keys()
+    moved = [k for k in live if not torch.equal(live[k], source.state_dict()[k])]
+    assert moved and all(not torch.equal(live[k], average[k]) for k in moved)  # an average, not a copy
+    head = "head.projection.weight"  # 6 steps at 0.9: a start from the random init would weigh 0.53
+    assert (average[head] - source.state_dict()[head]).abs().max() < 0.05
+    metrics = json.loads((straight / "results.json").read_text())["metrics"]
+    assert 0 <= metrics["val_ema/acc1"] <= 1 and "val_ema/loss" in metrics
+    out = export(straight / "checkpoints" / "last.ckpt", tmp_path / "ema_export", ema=True)
+    exported = abswin.load_exported(out).state_dict()
+    assert all(torch.equal(exported[k], average[k]) for k in average)
+    assert "EMA of the weights (decay 0.9)" in (out / "README.md").read_text()
 
 
 def test_every_logger_gets_the_whole_composed_config(tmp_path):

@@ -523,3 +523,26 @@ def test_wandb_online_without_a_key_is_one_clear_error(tmp_path):
     assert configure_wandb_env(env) == "offline" and env["WANDB_MODE"] == "offline"
     env = {"HOME": str(tmp_path), "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40}
     assert configure_wandb_env(env) == "online"
+
+
+def test_ema_update_is_the_exponential_average():
+    """ema = decay * ema + (1 - decay) * weights on every parameter; buffers copied; off by
+    default; a decay outside (0, 1) is one line."""
+    import pytest as _pytest
+
+    from recipe_modules import finetune_module
+
+    assert finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3).ema_model is None
+    module = finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, ema_decay=0.75)
+    before = {k: v.clone() for k, v in module.ema_model.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in module.model.state_dict().items())
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)
+    module._update_ema()
+    for k, v in module.ema_model.named_parameters():
+        torch.testing.assert_close(v, before[k] + 0.25, rtol=0, atol=1e-6)
+    assert not any(p.requires_grad for p in module.ema_model.parameters())
+    for bad in (1.0, 0, -0.1, True):
+        with _pytest.raises(ValueError, match=rf"^module.ema_decay={bad} must be in \(0, 1\)"):
+            finetune_module("hiera_atto_224", {"img_size": 64}, num_classes=3, ema_decay=bad)

@@ -106,10 +106,10 @@ def test_multi_view_probabilities_are_the_mean_softmax_and_chunking_agrees():
                             batch_size=2, mixup=0.0, cutmix=0.0).eval()
     views = torch.randn(2, 4, 3, 8, 64, 64)
     with torch.no_grad():
-        probs = module._multi_view_probs(views)
+        probs = module._multi_view_probs(module.model, views)
         manual = torch.stack([module.model(v).softmax(-1).mean(0) for v in views])
         module.hparams.eval_views_per_forward = 3  # 8 clips in chunks of 3, 3, 2
-        chunked = module._multi_view_probs(views)
+        chunked = module._multi_view_probs(module.model, views)
     torch.testing.assert_close(probs, manual, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(chunked, probs, atol=1e-5, rtol=1e-4)
     assert torch.allclose(probs.sum(-1), torch.ones(2))

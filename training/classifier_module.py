@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
@@ -72,6 +74,10 @@ class FinetuneModule(TrainingModule):
         compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
         eval_views_per_forward: video evaluation runs the B x V views of a batch through the
             model this many clips at a time (None: all at once); lowers peak memory at 32x320.
+        ema_decay: None (off), or keep an exponential moving average of the weights, updated after
+            every optimizer step (``ema = decay * ema + (1 - decay) * weights``, buffers copied), as
+            ``self.ema_model``: in the checkpoints beside the live model (exact resume restores it),
+            evaluated beside it (``val_ema/...``), exported with ``python -m abswin.export --ema``.
 
     Video batches (``[B, C, T, H, W]`` clips) train exactly like images (mixup/cutmix cut the
     same box in every frame); evaluation takes the multi-view batches of
@@ -101,6 +107,7 @@ class FinetuneModule(TrainingModule):
         mixup_switch_prob: float,
         label_smoothing: float,
         eval_views_per_forward: int | None,
+        ema_decay: float | None,
         warmup_steps: int | None = None,
         compile: bool = False,
     ):
@@ -111,12 +118,18 @@ class FinetuneModule(TrainingModule):
         kwargs = dict(model_kwargs)
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
-        self._set_model(create_model(model_name, **kwargs), compile)
+        model = create_model(model_name, **kwargs)
+        self.ema_model = None
+        if ema_decay is not None:
+            if isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0:
+                raise ValueError(f"module.ema_decay={ema_decay} must be in (0, 1), e.g. 0.9999, or null for no EMA")
+            self.ema_model = copy.deepcopy(model).requires_grad_(False).eval()
+        self._set_model(model, compile)
         self._num_evaluated = 0  # this rank's evaluated samples in this eval epoch
         self._num_missing = 0  # this rank's unreadable samples in this eval epoch
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
-        for stage in ("val", "test"):
+        for stage in ("val", "test", "val_ema"):
             setattr(self, f"{stage}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
             setattr(self, f"{stage}_acc5", MulticlassAccuracy(num_classes, top_k=k5, average="micro"))
 
@@ -136,6 +149,26 @@ class FinetuneModule(TrainingModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
         return loss
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Lightning's step, then the EMA update (once per optimizer step, after any accumulation)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema_model is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = float(self.hparams.ema_decay)
+        ema = dict(self.ema_model.named_parameters())
+        names = [n for n, _ in self.model.named_parameters()]
+        live = dict(self.model.named_parameters())
+        torch._foreach_lerp_([ema[n] for n in names], [live[n].detach() for n in names], 1.0 - decay)
+        for (_, mine), (_, theirs) in zip(self.ema_model.named_buffers(), self.model.named_buffers()):
+            mine.copy_(theirs)
+
+    def on_train_start(self) -> None:
+        if self.ema_model is not None:
+            self.ema_model.eval()  # Lightning puts every submodule in train mode: no dropout in the EMA
+
     def _eval_step(self, batch: Batch, stage: str):
         """Images or clips: ``batch.images``. Video multi-view: ``batch.views [B, V, ...]``: the
         softmax averaged over the V views of each video is its prediction (the multi-view protocol).
@@ -146,29 +179,37 @@ class FinetuneModule(TrainingModule):
         self._num_missing += batch.missing.numel()
         if batch.num_samples == 0:
             return None
+        self._num_evaluated += batch.num_samples
+        loss = self._score(self.model, batch, stage)
+        if stage == "val" and self.ema_model is not None:
+            self._score(self.ema_model, batch, "val_ema")
+        return loss
+
+    def _score(self, model: torch.nn.Module, batch: Batch, stage: str) -> torch.Tensor:
+        """``model``'s loss and accuracy on an evaluation batch, logged under ``stage/``."""
+        labels = batch.labels
         if batch.views is not None:
-            scores = self._multi_view_probs(batch.views)
+            scores = self._multi_view_probs(model, batch.views)
             loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
         else:
-            scores = self.model(batch.images).float()
+            scores = model(batch.images).float()
             loss = F.cross_entropy(scores, labels)
         acc1, acc5 = getattr(self, f"{stage}_acc1"), getattr(self, f"{stage}_acc5")
         acc1(scores, labels)
         acc5(scores, labels)
         bs = batch.num_samples
-        self._num_evaluated += bs
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
-        self.log(f"{stage}/acc1", acc1, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/acc1", acc1, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=bs)
         self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
-    def _multi_view_probs(self, views: torch.Tensor) -> torch.Tensor:
+    def _multi_view_probs(self, model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
         """``[B, V, C, T, H, W]`` -> per-video class probabilities ``[B, classes]``: the mean of
         the V views' softmax, run ``eval_views_per_forward`` clips at a time."""
         B, V = views.shape[:2]
         flat = views.flatten(0, 1)
         chunk = self.hparams.eval_views_per_forward or flat.shape[0]
-        probs = torch.cat([self.model(c).float().softmax(-1) for c in flat.split(chunk)])
+        probs = torch.cat([model(c).float().softmax(-1) for c in flat.split(chunk)])
         return probs.view(B, V, -1).mean(1)
 
     def _log_counts(self, stage: str) -> None:
