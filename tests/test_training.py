@@ -193,28 +193,44 @@ def test_val_loss_uses_a_fixed_mask():
     assert torch.equal(torch.get_rng_state(), state)  # its own generator: training draws are unchanged
 
 
-def test_mae_reconstruction_image_undoes_patch_normalisation():
-    """With a decoder that predicts the normalised patches exactly, the reconstruction column
-    is the original image (patch order, un-normalisation and folding are right)."""
+def test_mae_reconstruction_picture_undoes_patch_normalisation_and_keeps_grey_grey():
+    """With a decoder that predicts the normalised patches exactly, the prediction and composite
+    columns are the original image (patch order, un-normalisation and folding are right), and a
+    grey image normalised with ImageNet's mean and std comes back grey. The picture: 4 labelled
+    columns, tiles enlarged to at least 160 px, the colour-cast note above."""
     from abswin import create_model
+    from abswin.analysis.reconstructions import COLUMNS, TINT_NOTE, reconstruct
+    from abswin.normalization import normalize
 
     torch.manual_seed(0)
     model = create_model("mae_hiera_atto_224", img_size=IMG).eval()
-    x = torch.rand(2, 3, IMG, IMG)
+    grey = torch.rand(1, 1, IMG, IMG).expand(1, 3, IMG, IMG)
+    pixels = torch.cat([torch.rand(1, 3, IMG, IMG), grey])
+    x = normalize((pixels * 255).round().to(torch.uint8), 1)
     p = model.pred_stride
     patches = x.permute(0, 2, 3, 1).unfold(1, p, p).unfold(2, p, p).flatten(1, 2).flatten(2)
     norm = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6) ** 0.5
     model.forward_decoder = lambda latent, mask: (norm, torch.zeros(norm.shape[:2], dtype=torch.bool))
-    img = MAEReconstructionLogger(mean=(0, 0, 0), std=(1, 1, 1)).make_image(model, x, 0.6)
-    assert img.dtype == torch.uint8 and img.shape == (3, 2 * (IMG + 2) + 2, 3 * (IMG + 2) + 2)
+    rec = reconstruct(model, x, 0.6)
+    cols = rec.columns()  # [2 rows, 4 columns, 3, IMG, IMG]
+    assert cols.shape == (2, 4, 3, IMG, IMG)
+    torch.testing.assert_close(cols[:, 0], (pixels * 255).round() / 255, atol=1e-5, rtol=0)
+    for c in (2, 3):
+        torch.testing.assert_close(cols[:, c], cols[:, 0], atol=2e-5, rtol=0)
+    assert (cols[1, 2].max(0).values - cols[1, 2].min(0).values).max() < 1e-5  # grey stays grey
+    assert (cols[:, 1] == 0.5).all()  # everything masked: grey
+    img = MAEReconstructionLogger().make_image(model, x, 0.6, ["class a", "class b"])
+    tile = 3 * IMG  # 32 px enlarged to 160 px or more
+    assert img.dtype == torch.uint8 and img.shape[-1] >= 4 * tile and img.shape[-2] >= 2 * tile
+    assert len(COLUMNS) == 4 and "colour cast" in TINT_NOTE
 
-    def tile(r, c):
-        return img[:, 2 + r * (IMG + 2):][:, :IMG, 2 + c * (IMG + 2):][:, :, :IMG].int()
 
-    for r in range(2):
-        assert (tile(r, 0) - (x[r] * 255).round().int()).abs().max() <= 1
-        assert (tile(r, 2) - tile(r, 0)).abs().max() <= 1  # reconstruction == original
-        assert (tile(r, 1) == 128).all()  # everything masked: grey
+def test_the_reconstruction_samples_spread_over_the_classes():
+    from training.callbacks.pictures import spread_over_classes
+
+    labels = [0] * 10 + [1] * 3 + [2] * 10
+    assert spread_over_classes(labels, 8) == [0, 10, 13, 1, 11, 14, 2, 12]
+    assert spread_over_classes([], 8) == [] and spread_over_classes([5, 5], 8) == [0, 1]
 
 
 def test_mae_overfits_one_batch(tmp_path):

@@ -174,4 +174,7 @@ def test_video_mae_reconstruction_picture_folds_the_target_layout():
     x = torch.randn(2, 3, 8, 64, 64)
     torch.testing.assert_close(frames_of(mae, mae.patchify(x)), x[:, :, :: mae.patch_stride[0]])
     image = MAEReconstructionLogger(num_images=2).make_image(mae, x, 0.9)
-    assert image.dtype == torch.uint8 and image.shape == (3, 2 * (64 + 2) + 2, 3 * (64 + 2) + 2)
+    assert image.dtype == torch.uint8 and image.shape[-1] > 4 * 3 * 64  # 4 columns of tiles enlarged 3x
+    from abswin.analysis.reconstructions import reconstruct
+
+    assert reconstruct(mae, x, 0.9).columns().shape == (2, 4, 3, 64, 64)  # a row per clip: its middle frame

@@ -86,7 +86,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def labelled(image: torch.Tensor, tile: Sequence[int], title: str = "", rows: Sequence[str] = (),
              cols: Sequence[str] = (), padding: int = PAD) -> torch.Tensor:
     """A uint8 ``[3, H, W]`` picture made by :func:`grid` (tiles of ``tile = (h, w)`` pixels)
-    with a title above it, a label left of each row and one above each column."""
+    with a title above it (lines split at ``\n``), a label left of each row and one above each column."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
@@ -98,13 +98,14 @@ def labelled(image: torch.Tensor, tile: Sequence[int], title: str = "", rows: Se
 
     line = max(size("Ag")[1], 8) + 4
     left = max((size(r)[0] for r in rows), default=0) + (8 if rows else 0)
-    top = (line if title else 0) + (line if cols else 0)
+    title_lines = title.split("\n") if title else []
+    top = line * len(title_lines) + (line if cols else 0)
     h, w = image.shape[-2:]
-    canvas = Image.new("RGB", (max(left + w, size(title)[0] + 8), top + h), "white")
+    canvas = Image.new("RGB", (max([left + w] + [size(t)[0] + 8 for t in title_lines]), top + h), "white")
     canvas.paste(Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()), (left, top))
     draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 2), title, fill="black", font=font)
+    for i, text in enumerate(title_lines):
+        draw.text((4, 2 + i * line), text, fill="black", font=font)
     for j, text in enumerate(cols):
         x = left + padding + j * (tile[1] + padding) + (tile[1] - size(text)[0]) // 2
         draw.text((max(x, left), top - line + 2), text, fill="black", font=font)

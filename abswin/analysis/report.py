@@ -126,7 +126,7 @@ def analyze(model: torch.nn.Module | LoadedModel, out: str | Path, size: int | S
             r = reconstruct(model, x, ratio, seed)
             result.losses[name] = r.loss
             save(f"reconstruction_{name}.png", r.picture(mean, std, all_frames=True),
-                 f"{name}: original | masked ({ratio:g} of the mask units) | reconstruction")
+                 f"{name}: original | masked ({ratio:g} of the mask units) | prediction | prediction + visible")
         result.notes.append(f"reconstructions: mask ratio {ratio:g}, mask seed {seed}")
     result.report.write_text(_markdown(model, loaded, result, own))
     return result

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 
 from abswin import analysis
-from abswin.analysis.reconstructions import IMAGENET_MEAN, IMAGENET_STD
+from abswin.analysis.reconstructions import COLUMNS, IMAGENET_MEAN, IMAGENET_STD
 from abswin.batch import Batch
 from abswin.normalization import normalize
 
@@ -112,16 +112,16 @@ class PosEmbedImageLogger(_EveryNEpochs):
 
 
 class MAEReconstructionLogger(_EveryNEpochs):
-    """Every ``every_n_epochs`` epochs, original | masked | reconstruction (visible patches
-    pasted in) for a fixed batch of ``num_images`` from the val loader (else the train loader),
-    with a fixed mask. The per-patch normalised prediction (``norm_pix_loss``) is mapped back
-    with the original patch's mean and variance; images are un-normalised with ``mean``/``std``.
-    Video: the same for the middle frame of each clip (of the frames the MAE target uses)."""
+    """Every ``every_n_epochs`` epochs, original | masked | prediction | prediction with the
+    visible patches pasted in, for a fixed set of ``num_images`` from the val loader (else the
+    train loader), drawn from as many classes as there are (labelled with their class), with a
+    fixed mask (:func:`abswin.analysis.reconstruction_picture`). Video: the middle frame of each
+    clip (of the frames the MAE target uses)."""
 
     def __init__(
         self,
         every_n_epochs: int = 1,
-        num_images: int = 4,
+        num_images: int = 8,
         mask_ratio: float | None = None,
         seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -133,43 +133,64 @@ class MAEReconstructionLogger(_EveryNEpochs):
         self.seed = seed
         self.mean = list(mean)
         self.std = list(std)
-        self._batch: torch.Tensor | None = None
+        self._batch: tuple[torch.Tensor, list[str]] | None = None
 
-    def _fixed_batch(self, trainer) -> torch.Tensor | None:
+    def _fixed_batch(self, trainer) -> tuple[torch.Tensor, list[str]] | None:
         if self._batch is None:
+            classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
             for loaders in (trainer.val_dataloaders, trainer.train_dataloader):
-                images = _first_images(loaders, self.num_images)
-                if images is not None:
-                    self._batch = images
+                found = _first_images(loaders, self.num_images)
+                if found is not None:
+                    images, labels = found
+                    names = [str(classes[i]) if classes and 0 <= i < len(classes) else str(i) for i in labels]
+                    self._batch = images, names
                     break
         return self._batch
 
-    def make_image(self, model, images: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    def make_image(self, model, images: torch.Tensor, mask_ratio: float, row_labels=()) -> torch.Tensor:
         """:func:`abswin.analysis.reconstruction_picture` with this logger's mask seed, mean and std."""
-        return analysis.reconstruction_picture(model, images, mask_ratio, self.seed, self.mean, self.std)
+        return analysis.reconstruction_picture(model, images, mask_ratio, self.seed, self.mean, self.std,
+                                               row_labels=row_labels)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._due(trainer) or not trainer.is_global_zero:
             return
         model = _model(pl_module)
-        images = self._fixed_batch(trainer)
-        if images is None or images.dim() not in (4, 5) or not analysis.has_decoder(model):
+        found = self._fixed_batch(trainer)
+        if found is None or found[0].dim() not in (4, 5) or not analysis.has_decoder(model):
             return
+        images, names = found
         ratio = self.mask_ratio if self.mask_ratio is not None else pl_module.hparams.mask_ratio  # the run's
         was_training = model.training
         model.eval()
         try:
-            image = self.make_image(model, images, ratio)
+            image = self.make_image(model, images, ratio, [f"class {n}" for n in names])
         finally:
             model.train(was_training)
         log_and_save_image(trainer, "mae/reconstruction", image,
-                           caption=f"epoch {trainer.current_epoch}: original | masked | reconstruction")
+                           caption=f"epoch {trainer.current_epoch}: {' | '.join(COLUMNS)}")
 
 
-def _first_images(loaders, n: int) -> torch.Tensor | None:
-    """The first ``n`` images (or clips: of a video, its first clip or view) of a loader (or of the
-    first loader of a list / dict), read from a map-style dataset through the loader's collate when
-    possible (no worker start-up)."""
+def spread_over_classes(labels, n: int) -> list[int]:
+    """Up to ``n`` indices into ``labels``: the first sample of each class, then the second of
+    each, ... (classes in label order), so that a picture shows as many classes as it can."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(int(x) for x in labels):
+        by_class.setdefault(label, []).append(index)
+    queues = [by_class[c] for c in sorted(by_class)]
+    chosen: list[int] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        chosen += [q[depth] for q in queues if depth < len(q)]
+        if len(chosen) >= n:
+            break
+    return chosen[:n]
+
+
+def _first_images(loaders, n: int) -> tuple[torch.Tensor, list[int]] | None:
+    """``n`` images (or clips: of a video, its first clip or view) of a loader (or of the first
+    loader of a list / dict) and their labels: spread over the classes (:func:`spread_over_classes`)
+    when the data set has ``labels``, read through the loader's collate (no worker start-up); else
+    the first batch's first ``n``."""
     if loaders is None:
         return None
     if isinstance(loaders, dict):
@@ -182,11 +203,15 @@ def _first_images(loaders, n: int) -> torch.Tensor | None:
     batch = None
     try:
         if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-            batch = loaders.collate_fn([dataset[i] for i in range(min(n, len(dataset)))])
+            labels = getattr(dataset, "labels", None)
+            indices = spread_over_classes(labels, n) if labels is not None else range(min(n, len(dataset)))
+            batch = loaders.collate_fn([dataset[i] for i in indices])
     except Exception:
         pass
     if not isinstance(batch, Batch) or batch.num_samples == 0:
         batch = next(iter(loaders))
-    images = batch.views[:, 0] if batch.views is not None else batch.images[::batch.clips_per_sample]
+    step = 1 if batch.views is not None else batch.clips_per_sample  # a training batch: a video's first clip
+    images = batch.views[:, 0] if batch.views is not None else batch.images[::step]
     images = images[:n].cpu()
-    return images if images.is_floating_point() else normalize(images, 1)  # the loaders give uint8
+    labels = batch.labels[::step][:n].tolist()
+    return (images if images.is_floating_point() else normalize(images, 1)), labels  # the loaders give uint8
