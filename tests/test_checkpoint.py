@@ -443,3 +443,72 @@ def test_convert_keeps_a_finetuned_head_or_refuses_to_replace_it(tmp_path, capsy
     assert len(err) == 1 and "trained head of 3 classes" in err[0] and "--drop-head" in err[0]
     assert convert_main([*args, "--drop-head"]) == 0
     assert torch.load(tmp_path / "new.pth", weights_only=True)["abswin"]["options"]["num_classes"] == 1000
+
+
+# ---------------------------------------------------------------- Hugging Face transformers checkpoints
+def _transformers_classifier():
+    """transformers' HieraForImageClassification shaped as hiera_tiny_224, random weights with
+    non-trivial norms and head."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.HieraConfig(embed_dim=96, num_heads=[1, 2, 4, 8], depths=[1, 2, 7, 2], num_labels=5)
+    model = transformers.HieraForImageClassification(config).eval()
+    for name, p in model.named_parameters():
+        if "layernorm" in name:
+            nn.init.normal_(p, mean=1.0 if name.endswith("weight") else 0.0, std=0.05)
+    nn.init.normal_(model.classifier.weight, std=0.05)
+    return model
+
+
+def test_transformers_classifier_folder_and_file_give_its_logits(tmp_path):
+    """A save_pretrained folder (config.json + model.safetensors, as facebook/hiera-*-hf) and its
+    weights file load into ours with every tensor used and give transformers' logits."""
+    hf = _transformers_classifier()
+    hf.save_pretrained(tmp_path / "hiera-tiny-hf")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = hf(pixel_values=x).logits
+    for source in (tmp_path / "hiera-tiny-hf", tmp_path / "hiera-tiny-hf" / "model.safetensors"):
+        ours = abswin.create_model("hiera_tiny_224", pos_embed="absolute", num_classes=5).eval()
+        rep = load_checkpoint(ours, source, strict=True)
+        assert rep.format == "transformers" and rep.kind == "image classifier, absolute position embedding"
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref, atol=1e-4, rtol=0)
+    assert ref.abs().max() > 0.1
+
+
+def test_transformers_backbone_and_conversion_to_abswin(tmp_path):
+    """HieraModel (no classifier, no 'hiera.' prefix) gives its pooled features; the classifier
+    converts to abs-win with our converter and runs at 384 px."""
+    transformers = pytest.importorskip("transformers")
+    hf = _transformers_classifier()
+    backbone = transformers.HieraModel(hf.config).eval()
+    backbone.load_state_dict({k.removeprefix("hiera."): v for k, v in hf.state_dict().items() if k.startswith("hiera.")})
+    torch.save(backbone.state_dict(), tmp_path / "backbone.bin")
+    ours = abswin.create_model("hiera_tiny_224", pos_embed="absolute", num_classes=0).eval()
+    assert load_checkpoint(ours, tmp_path / "backbone.bin", strict=True).format == "transformers"
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), backbone(pixel_values=x).pooler_output, atol=1e-4, rtol=0)
+
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(tmp_path / "hf.safetensors"))
+    from abswin.convert import main as convert
+
+    assert convert([str(tmp_path / "hf.safetensors"), str(tmp_path / "abswin.pth"), "--model", "hiera_tiny_224"]) == 0
+    at384 = abswin.create_model("hiera_tiny_224", img_size=384, num_classes=5).eval()
+    rep = load_checkpoint(at384, tmp_path / "abswin.pth", strict=True)
+    assert at384.pos_embed_mode == "abswin" and rep.format == "abswin"
+    with torch.no_grad():
+        assert torch.isfinite(at384(torch.randn(1, 3, 384, 384))).all()
+
+
+def test_a_transformers_video_hiera_is_refused_in_one_line(tmp_path):
+    sd = {"hiera.embeddings.patch_embeddings.projection.weight": torch.zeros(96, 3, 3, 7, 7),
+          "hiera.embeddings.position_embeddings": torch.zeros(1, 8 * 56 * 56, 96)}
+    torch.save(sd, tmp_path / "video.bin")
+    with pytest.raises(CheckpointError, match=r"video.bin: a transformers video Hiera keeps one joint position "
+                                              r"embedding .*: not supported") as e:
+        load_checkpoint(abswin.create_model("hiera_tiny_224"), tmp_path / "video.bin")
+    assert "\n" not in str(e.value)

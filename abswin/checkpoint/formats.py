@@ -15,6 +15,9 @@ format                    what it looks like
                           ``{"state_dict": ...}`` or the output of ``abswin.convert``
 ``lightning``             ours inside a Lightning checkpoint
                           (``{"state_dict": {"model.<key>": ...}}``)
+``transformers``          Hugging Face transformers' ``HieraForImageClassification`` /
+                          ``HieraModel`` (``facebook/hiera-*-hf``): ``hiera.embeddings.*``,
+                          ``hiera.encoder.stages.S.layers.L.*``, ``classifier.*``; images only
 ========================  ===========================================================
 
 :func:`match_model_kind` then fits an MAE's keys to a classifier and the other way round.
@@ -22,6 +25,7 @@ format                    what it looks like
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -54,9 +58,11 @@ def find_weights(checkpoint: dict, path: str | Path) -> tuple[StateDict, str | N
 
 
 def detect_format(checkpoint: dict, container: str | None, weights: StateDict) -> str:
-    """``"lightning"``, ``"abswin"``, ``"timm"`` or ``"official"`` (see the table above)."""
+    """``"lightning"``, ``"abswin"``, ``"timm"``, ``"transformers"`` or ``"official"`` (see the table above)."""
     if is_lightning(weights):
         return "lightning"
+    if looks_like_transformers(weights):
+        return "transformers"
     if isinstance(checkpoint.get("abswin"), dict):  # written by abswin.convert
         return "abswin"
     if looks_like_timm(strip_wrappers(weights)):
@@ -68,7 +74,12 @@ def our_state_dict(checkpoint: dict, path: str | Path) -> tuple[str, StateDict, 
     """``(format, the file's tensors, those tensors in our names)`` of a read checkpoint."""
     weights, container = find_weights(checkpoint, path)
     fmt = detect_format(checkpoint, container, weights)
-    return fmt, weights, KEY_MAPPINGS[fmt](weights)
+    try:
+        return fmt, weights, KEY_MAPPINGS[fmt](weights)
+    except CheckpointError:
+        raise
+    except ValueError as e:  # a layout the mapping cannot take: one line naming the file
+        raise CheckpointError.about(path, str(e)) from None
 
 
 def is_lightning(weights: StateDict) -> bool:
@@ -83,6 +94,21 @@ def looks_like_timm(sd: StateDict) -> bool:
     if "pos_embed_win" in sd or "pos_embed_abs" in sd:
         return True
     return "pos_embed" in sd and sd["pos_embed"].dim() == 4
+
+
+TRANSFORMERS_LAYER = re.compile(r"^(?:hiera\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)$")
+TRANSFORMERS_NAMES = {  # inside a block: transformers' name -> ours
+    "layernorm_before.": "norm1.", "layernorm_after.": "norm2.", "attn.qkv.": "attn.qkv.", "attn.proj.": "attn.proj.",
+    "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2.", "proj.": "proj.",
+}
+TRANSFORMERS_OUTSIDE = {  # outside the blocks
+    "embeddings.position_embeddings": "pos_embed", "embeddings.patch_embeddings.projection.": "patch_embed.proj.",
+    "pooler.layernorm.": "norm.", "classifier.": "head.projection.",
+}
+
+
+def looks_like_transformers(sd: StateDict) -> bool:
+    return any(k.startswith(("hiera.embeddings.", "embeddings.patch_embeddings.")) for k in sd)
 
 
 # ---------------------------------------------------------------------------- key mappings
@@ -110,6 +136,33 @@ def timm_to_ours(sd: StateDict) -> StateDict:
     return out
 
 
+def transformers_to_ours(sd: StateDict) -> StateDict:
+    """transformers' Hiera names to ours (the official ones): blocks numbered across stages in
+    the order of their stage and layer; keys of other parts (an MAE decoder) are kept as they are,
+    to be reported. A video model is refused: transformers keeps one joint position embedding
+    where ours has a spatial and a temporal one."""
+    sd = strip_wrappers(sd)
+    patch = sd.get("hiera.embeddings.patch_embeddings.projection.weight",
+                   sd.get("embeddings.patch_embeddings.projection.weight"))
+    if patch is not None and patch.dim() == 5:
+        raise ValueError("a transformers video Hiera keeps one joint position embedding (ours are spatial and "
+                         "temporal): not supported; use the official or timm file of that model")
+    layers = sorted({(int(m[1]), int(m[2])) for k in sd if (m := TRANSFORMERS_LAYER.match(k))})
+    block_of = {layer: i for i, layer in enumerate(layers)}
+    out = {}
+    for key, value in sd.items():
+        name = key.removeprefix("hiera.")
+        if m := TRANSFORMERS_LAYER.match(key):
+            inner = m[3]
+            prefix = next((p for p in TRANSFORMERS_NAMES if inner.startswith(p)), None)
+            if prefix is not None:
+                out[f"blocks.{block_of[(int(m[1]), int(m[2]))]}.{TRANSFORMERS_NAMES[prefix]}{inner[len(prefix):]}"] = value
+                continue
+        prefix = next((p for p in TRANSFORMERS_OUTSIDE if name.startswith(p)), None)
+        out[TRANSFORMERS_OUTSIDE[prefix] + name[len(prefix):] if prefix else key] = value
+    return out
+
+
 def lightning_to_ours(sd: StateDict) -> StateDict:
     """The ``model.`` part of a LightningModule's state dict; the rest (a loss's weights, ...)
     is listed by :func:`lightning_extras`."""
@@ -127,6 +180,7 @@ KEY_MAPPINGS: dict[str, Callable[[StateDict], StateDict]] = {
     "abswin": strip_wrappers,
     "timm": timm_to_ours,
     "lightning": lightning_to_ours,
+    "transformers": transformers_to_ours,
 }
 
 
