@@ -59,14 +59,27 @@ def val_curve(run_dir: str) -> tuple[list[int], list[float]]:
     return epochs, acc
 
 
-def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+def knn_curve(run_dir: str) -> list[tuple[int, float]]:
+    """(epochs of pretraining done, k-NN top-1 in %) per measurement of the MAE run's k-NN monitor
+    (the first, before training, at 0), from its CSV log."""
+    points = []
+    for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("knn/top1"):
+                    points.append((int(row["epoch"]) + 1 if row.get("epoch") else 0, 100 * float(row["knn/top1"])))
+    return sorted(set(points))
+
+
+def plot_curves(rows: list[dict], path: Path, title: str, knn: list[tuple[int, float]] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, axes = plt.subplots(1, 2 if knn else 1, figsize=(11 if knn else 6.4, 4.2), squeeze=False)
+    ax = axes[0, 0]
     for i, row in enumerate(rows):
         color = f"C{i}"
         for key, style, name in (("mae", "-", "from MAE"), ("scratch", "--", "from scratch")):
@@ -80,6 +93,14 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    if knn:
+        k = axes[0, 1]
+        k.plot([e for e, _ in knn], [t for _, t in knn], "-o", color="C3", markersize=4)
+        k.set_xlabel("MAE pretraining epoch")
+        k.set_ylabel("k-NN top-1 of the encoder (%)")
+        k.set_ylim(0, 100)
+        k.grid(alpha=0.3)
+        k.set_title("k-NN monitor during pretraining (k=20, T=0.07)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -125,8 +146,12 @@ def main() -> None:
         rows.append(row)
     total = time.monotonic() - start
 
+    knn = knn_curve(mae["run_dir"])
     lines = [f"MAE pretraining ({mae['progress']['epochs']} epochs, experiment={demo['mae']}): "
              f"final loss {mae['metrics']['train/loss']:.3f}  [{mae['seconds'] / 60:.1f} min]",
+             *([f"k-NN top-1 of the encoder during pretraining: "
+                + " -> ".join(f"{t:.1f}% (epoch {e})" for e, t in knn)
+                + f"; {mae['metrics'].get('knn/seconds', float('nan')):.1f} s per measurement"] if knn else []),
              f"finetuned top-1 on the demo validation {demo['what']} (same budget per row):",
              "",
              "| training labels | epochs | from MAE | from scratch | minutes |",
@@ -145,7 +170,7 @@ def main() -> None:
     summary = {
         "total_seconds": total,
         "mae": {"run_dir": mae["run_dir"], "seconds": mae["seconds"], "metrics": mae["metrics"],
-                "experiment": demo["mae"], "epochs": mae["progress"]["epochs"]},
+                "experiment": demo["mae"], "epochs": mae["progress"]["epochs"], "knn": knn},
         "rows": [{"train_fraction": r["fraction"], "label": r["label"], "experiment": r["experiment"],
                   **{k: {"val/acc1": r[k]["metrics"]["val/acc1"], "val/samples": r[k]["metrics"]["val/samples"],
                          "seconds": r[k]["seconds"], "epochs": r[k]["progress"]["epochs"], "run_dir": r[k]["run_dir"]}
@@ -156,7 +181,7 @@ def main() -> None:
 
         write_results(args.json, summary, __file__, gpu=False)
     plot_curves(rows, out / "curves.png", f"hiera_atto on the demo {demo['what'].split(',')[0]}: "
-                "MAE init (solid) vs random init (dashed)")
+                "MAE init (solid) vs random init (dashed)", knn)
 
     print("\n" + "=" * 72)
     print(table)

@@ -207,9 +207,15 @@ def demo(r: dict) -> str:
     rows = [[row["label"], row["mae"]["epochs"], f"**{top1(row['mae'])}**", top1(row["scratch"])]
             for row in r["rows"]]
     mae = r["mae"]
+    knn = ""
+    if mae.get("knn"):
+        m = mae["metrics"]
+        knn = (" k-NN top-1 of the encoder on the validation digits during pretraining (k=20, T=0.07): "
+               + " -> ".join(f"{t:.1f}% (epoch {e})" for e, t in mae["knn"])
+               + f"; {m['knn/seconds']:.1f} s per measurement, {percent(m['knn/cost'])} of that epoch's time.")
     return (md_table(["training labels", "epochs", "from MAE", "from scratch"], rows)
             + f"\n\nMAE pretraining: {mae['epochs']} epochs (`experiment={mae['experiment']}`), final loss "
-              f"{mae['metrics']['train/loss']:.3f}.")
+              f"{mae['metrics']['train/loss']:.3f}." + knn)
 
 
 # ---------------------------------------------------------------------------------- the documents

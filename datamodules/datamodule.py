@@ -170,6 +170,14 @@ class ShardedDataModule(pl.LightningDataModule):
     def _eval_batch_size(self) -> int:
         return self.per_device_batch_size
 
+    def evaluation_set(self, split: str) -> FileDataset | None:
+        """Split ``"train"`` or ``"val"`` with the evaluation transform (None: no such split): what
+        a k-NN monitor embeds. Its loader collates with :attr:`collate_eval`."""
+        name = {"train": self.train_split, "val": self.val_split}[split]
+        if name is None or not self._split_exists(name):
+            return None
+        return self._dataset(name, train=False)
+
     def train_transform(self):
         """The workers' crop and flip (RandAugment and erasing run on the device: :meth:`model_input`)."""
         return train_transform(self.img_size, self.scale, self.ratio, self.hflip)

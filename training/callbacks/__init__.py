@@ -7,10 +7,12 @@
 * :mod:`.learning_rate`: :class:`LearningRateLogger` (Lightning's ``LearningRateMonitor``).
 * :mod:`.throughput`: :class:`ThroughputLogger`, ``train/throughput`` in samples per second.
 * :mod:`.pictures`: the position-embedding and MAE-reconstruction numbers and pictures.
+* :mod:`.knn_monitor`: :class:`KNNMonitor`, k-NN top-1 of the MAE encoder's features during pretraining.
 """
 
 from .save_intervals import RunCheckpoint
 from .exact_resume import ExactResume
+from .knn_monitor import KNNMonitor
 from .learning_rate import LearningRateLogger
 from .nonfinite import NonFiniteError, NonFiniteGuard
 from .pictures import MAEReconstructionLogger, PosEmbedImageLogger, WindowSimilarityLogger
@@ -19,6 +21,7 @@ from .throughput import ThroughputLogger
 
 __all__ = [
     "ExactResume",
+    "KNNMonitor",
     "LearningRateLogger",
     "MAEReconstructionLogger",
     "NonFiniteError",
