@@ -18,7 +18,11 @@ windows. Checks, each recorded even when another fails:
   at 224 and 384, Hiera-H at 384, video Hiera-L at 16x224 and 32x320;
 * ``runs``: ``train.py`` and ``finetune.py`` on the demo data, on the device, bf16, a few hundred
   steps: exit 0, ``train/throughput`` and ``train/data_wait`` from their CSV logs;
-* ``loader``: samples per second of the demo's training loader alone with the machine's cores.
+* ``loader``: samples per second of the demo's training loader alone with the machine's cores;
+* ``device_augment``: the finetuning augmentation that runs on the device (RandAugment,
+  normalisation, random erasing; ``datamodules/on_device.py``) on a batch of 224-px crops: images per
+  second, and RandAugment's output on the device against the CPU path's for the same draws (bilinear
+  sampling may round a pixel differently: more than 2 levels apart fails).
 
 The status is 1 when a check fails (parity, a math fallback of ours on a GPU, a run that does not
 exit 0); the speed targets are reported beside the numbers, not failed.
@@ -301,6 +305,38 @@ def loader_speed(workers: int, batches: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the report
+def device_augment(device: torch.device, batch: int, size: int, rounds: int) -> dict:
+    """RandAugment on ``device`` vs the CPU for the same per-sample draws, and the images per second
+    of the whole device step (RandAugment, normalisation, erasing 0.25) on uint8 crops."""
+    from abswin.batch import Batch
+    from datamodules.on_device import to_model_input
+    from datamodules.randaugment import RandAugmentSettings, draw_ops, rand_augment
+
+    settings = RandAugmentSettings()  # the recipe's rand-m9-mstd0.5, 2 ops at probability 0.5
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 256, (batch, 3, size // 16, size // 16), generator=g).float()
+    images = F.interpolate(coarse, size=(size, size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+    every_sample = RandAugmentSettings(op_prob=1.0)  # compared: two ops on every sample
+    draws = [draw_ops(torch.Generator().manual_seed(i), every_sample) for i in range(batch)]
+    cpu = rand_augment(images, draws, every_sample).int()
+    there = rand_augment(images.to(device), draws, every_sample).cpu().int()
+    diff = (cpu - there).abs()
+    moved = Batch(images.to(device), torch.zeros(batch, dtype=torch.long, device=device),
+                  indices=torch.arange(batch, device=device))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    for epoch in range(rounds + 1):  # the first warms up
+        sync()
+        started = time.perf_counter()
+        to_model_input(moved, 0.25, 0, epoch, settings)
+        sync()
+        if epoch:
+            times.append(time.perf_counter() - started)
+    return {"batch": batch, "size": size, "max_abs_diff": int(diff.max()),
+            "share_differing": float((diff > 0).float().mean()), "images_per_s": batch / statistics.median(times),
+            "ok": int(diff.max()) <= 2}
+
+
 def markdown(results: dict, page: bool = True) -> str:
     """The results as markdown, a table per check: a page of its own (``gpu_check.md``), or without
     the title, for the results block of docs/benchmarks.md (``bench/report.py``)."""
@@ -341,6 +377,11 @@ def markdown(results: dict, page: bool = True) -> str:
     if "loader" in c:
         block("the demo loader alone", ["task", "workers", "samples/s"],
               [[k, v["workers"], v["samples_per_s"]] for k, v in c["loader"].items()])
+    if "device_augment" in c:
+        d = c["device_augment"]
+        block("augmentation on the device (RandAugment, normalisation, erasing)",
+              ["batch", "size", "images/s", "RandAugment vs CPU: max diff", "pixels differing", "ok"],
+              [[d["batch"], d["size"], d["images_per_s"], d["max_abs_diff"], d["share_differing"], d["ok"]]])
     if results["failures"]:
         lines.extend(["## failures", ""] + [f"- {f}" for f in results["failures"]])
     return "\n".join(lines) + "\n"
@@ -365,14 +406,15 @@ def plan(args) -> dict:
         return {"parity": ["hiera_atto_224", "mae_hiera_atto_224", "hiera_atto_16x224", "mae_hiera_atto_16x224"],
                 "parity_size": 64, "parity_frames": 4, "kernel_models": ["hiera_tiny_224"],
                 "steps": {"hiera_tiny_224": 2}, "compile": set(),
-                "memory": [("hiera_atto_224", 64, None, 2)], "run_steps": 4, "loader_batches": 4}
+                "memory": [("hiera_atto_224", 64, None, 2)], "run_steps": 4, "loader_batches": 4,
+                "augment": (8, 64)}
     return {"parity": ["hiera_base_224", "mae_hiera_base_224", "hiera_base_16x224", "mae_hiera_base_16x224"],
             "parity_size": None, "parity_frames": None, "kernel_models": ["hiera_base_224", "hiera_large_224"],
             "steps": {"hiera_base_224": 128, "hiera_large_224": 64}, "compile": {"ours", "official", "timm"},
             "memory": [("hiera_large_224", 224, None, 32), ("hiera_large_224", 384, None, 8),
                        ("hiera_huge_224", 384, None, 4), ("hiera_large_16x224", 224, 16, 4),
                        ("hiera_large_16x224", 320, 32, 1)],
-            "run_steps": 300, "loader_batches": 100}
+            "run_steps": 300, "loader_batches": 100, "augment": (256, 224)}
 
 
 def main(argv=None) -> int:
@@ -381,7 +423,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="the folder for gpu_check.json, gpu_check.md and the runs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--quick", action="store_true", help="tiny models and sizes: the CPU subset the tests run")
-    p.add_argument("--checks", default="parity,kernels,train_step,memory,runs,loader", help="comma-separated")
+    p.add_argument("--checks", default="parity,kernels,train_step,memory,runs,loader,device_augment",
+                   help="comma-separated")
     p.add_argument("--tolerance", type=float, default=1e-4, help="fp32 parity, max abs difference")
     p.add_argument("--steps", type=int, default=None, help="timed rounds of the training step (default 10; --quick 2)")
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: the machine's cores - 1)")
@@ -421,8 +464,10 @@ def main(argv=None) -> int:
     section("runs", lambda: [entry_point_run(s, e, out, device, cfg["run_steps"], workers)
                              for s, e in (("train.py", "demo_mae"), ("finetune.py", "demo_ft"))])
     section("loader", lambda: loader_speed(workers, cfg["loader_batches"]))
+    section("device_augment", lambda: device_augment(device, *cfg["augment"], steps))
 
-    for row in checks.get("parity", []) + checks.get("kernels", []) + checks.get("runs", []):
+    augment = [checks["device_augment"]] if "device_augment" in checks else []
+    for row in checks.get("parity", []) + checks.get("kernels", []) + checks.get("runs", []) + augment:
         if not row.get("ok", True):
             failures.append(f"{row.get('model') or row.get('script')}: {json.dumps(row, default=str)[:400]}")
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -96,3 +96,13 @@ def test_cpu_subset_real_runs_memory_and_loader(tmp_path):
     assert all(r["peak_mib"] > 0 for r in checks["memory"])
     assert set(checks["loader"]) == {"finetune", "pretrain"}
     assert all(v["samples_per_s"] > 0 for v in checks["loader"].values())
+
+
+def test_cpu_subset_device_augmentation(tmp_path):
+    """The device-augmentation check on the CPU: the same device, so RandAugment equals the CPU path
+    exactly; its table is written."""
+    code, results, page = gpu_check(tmp_path, "device_augment")
+    assert code == 0 and results["failures"] == [], results["failures"]
+    d = results["checks"]["device_augment"]
+    assert d["max_abs_diff"] == 0 and d["ok"] and d["images_per_s"] > 0 and d["batch"] == 8
+    assert "## augmentation on the device" in page
