@@ -212,7 +212,10 @@ def demo(r: dict) -> str:
         m = mae["metrics"]
         knn = (" k-NN top-1 of the encoder on the validation digits during pretraining (k=20, T=0.07): "
                + " -> ".join(f"{t:.1f}% (epoch {e})" for e, t in mae["knn"])
-               + f"; {m['knn/seconds']:.1f} s per measurement, {percent(m['knn/cost'])} of that epoch's time.")
+               + f"; {m['knn/seconds']:.1f} s per measurement, {percent(m['knn/cost'])} of that epoch's time")
+        epochs = [e for e, _ in mae["knn"] if e]
+        every = epochs[1] - epochs[0] if len(epochs) > 1 else None
+        knn += f", measured every {every} epochs ({percent(m['knn/cost'] / every)} of the run)." if every else "."
     return (md_table(["training labels", "epochs", "from MAE", "from scratch"], rows)
             + f"\n\nMAE pretraining: {mae['epochs']} epochs (`experiment={mae['experiment']}`), final loss "
               f"{mae['metrics']['train/loss']:.3f}." + knn)
