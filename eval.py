@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from abswin.checkpoint import load_checkpoint, read_architecture, read_checkpoint
 from datamodules import check_same_classes
-from training.config import build, build_data, build_logger, check_run_dir, check_whole_numbers, register_resolvers
+from training.config import build, build_data, build_trainer, check_run_dir, check_whole_numbers, register_resolvers
 from training.evaluation import (check_results_folder, checkpoint_id, classifier_arguments, local_checkpoint,
                                  result_row, write_results)
 from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
@@ -45,7 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     load_checkpoint(module.model, path, strict=True, checkpoint=checkpoint)  # logs its report
     del checkpoint
 
-    trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=[])
+    trainer = build_trainer(cfg, [])
     start = time.perf_counter()
     with one_line_failures(trainer):
         trainer.validate(module, datamodule=datamodule, verbose=False)

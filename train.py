@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import abswin
-from training.config import build, build_callbacks, build_data, build_logger, check_config, register_resolvers
+from training.config import build, build_callbacks, build_data, build_trainer, check_config, register_resolvers
 from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
 from training.recipe import apply_recipe
 from training.run_directory import open_run
@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module = build(cfg.module, **class_count(cfg, datamodule))
         if run.ckpt_path is None:  # a resumed run already holds its weights
             load_pretrained(module, cfg, weights)
-        trainer = build(cfg.trainer, logger=build_logger(cfg), callbacks=build_callbacks(cfg))
+        trainer = build_trainer(cfg, build_callbacks(cfg))
         apply_recipe(cfg, trainer)  # accumulation from the global batch; logs the recipe block
         datamodule.trainer = trainer
         datamodule.setup("fit")  # the data checks, before the run directory is accepted

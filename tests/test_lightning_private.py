@@ -240,8 +240,8 @@ def test_tqdm_progress_bars_close(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             raise RuntimeError("stop mid-epoch")
 
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[Stop()])
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,  # tqdm's bar even
+                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[Stop(), TQDMProgressBar()])  # with rich
     with pytest.raises(RuntimeError, match="stop mid-epoch"):
         trainer.fit(Linear())
     bar = trainer.progress_bar_callback.train_progress_bar

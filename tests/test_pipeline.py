@@ -276,3 +276,19 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in r.stderr
+
+
+def test_the_progress_bar_is_tqdms_even_with_rich_installed(tmp_path):
+    """Lightning picks rich's progress bar when rich is importable (transformers brings it); ours
+    is always tqdm's, whose output the launch tests read and whose bars a failure closes."""
+    import importlib.util
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from training.config import build_trainer
+
+    assert importlib.util.find_spec("rich") is not None  # the case that matters: rich installed
+    trainer = build_trainer(_cfg("finetune", tmp_path, ["logger=none", "trainer.enable_progress_bar=true"]), [])
+    assert type(trainer.progress_bar_callback) is TQDMProgressBar
+    quiet = build_trainer(_cfg("finetune", tmp_path, ["logger=none", "trainer.enable_progress_bar=false"]), [])
+    assert quiet.progress_bar_callback is None

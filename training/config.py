@@ -102,6 +102,18 @@ def build_data(cfg: DictConfig):
     return build(cfg.data, exclude=DATA_DESCRIPTION)
 
 
+def build_trainer(cfg: DictConfig, callbacks: list):
+    """The configured Trainer with ``callbacks`` and the logger. Its progress bar is tqdm's whatever
+    is installed: Lightning would pick rich's when the ``rich`` package is importable (transformers
+    and many others pull it in), and our progress output and failure handling are tqdm's."""
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    callbacks = list(callbacks)
+    if cfg.trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(TQDMProgressBar())
+    return build(cfg.trainer, logger=build_logger(cfg), callbacks=callbacks)
+
+
 def build_logger(cfg: DictConfig):
     """The configured Lightning logger, or False for ``logger=none``."""
     return build(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
