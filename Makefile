@@ -54,6 +54,7 @@ bench-report: $(STAMP)
 	$(PY) bench/image_loader.py --json docs/results/image_loader.json
 	$(PY) bench/video_prepare.py --json docs/results/video_prepare.json
 	$(PY) bench/memory.py --sizes 224,320,448 --json docs/results/memory.json
+	$(PY) bench/export_roundtrip.py --json docs/results/export_roundtrip.json  # make demo's classifier, if there
 	$(PY) bench/report.py
 
 # the prepared GPU check (bench/gpu_check.py): about 8 minutes on one H100; results in $(OUT)/gpu_check.{json,md}

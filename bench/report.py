@@ -257,6 +257,14 @@ def video_prepare(r: dict) -> str:
         f"{v['prepared']['kbps_median']:.0f} kbit/s in {r['prepare_s']:.0f} s.")
 
 
+@renderer("export_roundtrip")
+def export_roundtrip(r: dict) -> str:
+    rows = [[row["size"], row["inputs"], "0 (identical)" if row["max_abs_logit_diff"] == 0 else sci(row["max_abs_logit_diff"]),
+             fixed(row["max_abs_logit"], 2), percent(row["top1_agree"])] for row in r["rows"]]
+    return (md_table(["input size", "inputs", "max abs logit difference", "max abs logit", "top-1 agreement"], rows)
+            + f"\n\nThe exported folder of `{r['checkpoint']}` against the checkpoint itself.")
+
+
 @renderer("gpu_check")
 def gpu_check(r: dict) -> str:
     from gpu_check import markdown  # torch and the models: only for this block

@@ -113,3 +113,28 @@ def test_video_prepare_bench_quick(tmp_path):
     res = json.loads(out.read_text())
     assert set(res["clips_per_s"]) == {f"{d} {f}" for d in ("decord", "torchcodec") for f in ("original", "prepared")}
     assert res["videos"]["original"]["sizes"] == ["1280x720"] and res["videos"]["prepared"]["sizes"] == ["568x320"]
+
+
+def test_export_roundtrip_bench_json(tmp_path):
+    """The export round trip on a random Hiera (no demo checkpoint given): identical logits."""
+    import json
+
+    out = tmp_path / "rt.json"
+    done = subprocess.run([sys.executable, "bench/export_roundtrip.py", "--checkpoint", str(tmp_path / "none.pth"),
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().endswith("none.pth: no such file")
+    import torch
+
+    import abswin
+
+    official = tmp_path / "official.pth"
+    torch.save({"model_state": abswin.create_model("hiera_atto_224", img_size=64, num_classes=3).state_dict()},
+               official)
+    command = [sys.executable, "bench/export_roundtrip.py", "--checkpoint", str(official), "--images", "4",
+               "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "--model NAME" in done.stderr  # an official file does not name its model
+    done = subprocess.run([*command, "--model", "hiera_atto_224"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["size"] for r in rows] == [224, 256] and all(r["max_abs_logit_diff"] == 0 for r in rows)  # its own 224
