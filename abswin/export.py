@@ -15,7 +15,8 @@ embedding and the licence of the weights it started from.
 
 The folder loads with :func:`abswin.load_exported`, with ``abswin.load_checkpoint(model, DIR)`` and with
 ``pretrained=DIR`` in ``finetune.py`` and ``eval.py``. An existing folder is never overwritten
-(``--overwrite`` replaces it), and the folder appears whole or not at all.
+(``--overwrite`` replaces it), and the new folder appears whole or not at all (with ``--overwrite``
+the old one is removed just before the new one is renamed into place).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def ema_checkpoint(checkpoint: dict, path: Path) -> dict:
     return {**checkpoint, "state_dict": {LIGHTNING_MODEL_PREFIX + k: v for k, v in ema.items()}}
 
 
-def _build(path: Path, checkpoint: dict, model_name: str | None) -> tuple[torch.nn.Module, str, object]:
+def _build(path: Path, checkpoint: dict, model_name: str | None):
+    """(the model with the checkpoint's weights, its registry name, the load report, the architecture)."""
     arch = read_architecture(path, checkpoint)
     name = model_name or arch.model_name
     if name is None:
@@ -68,7 +70,7 @@ def _build(path: Path, checkpoint: dict, model_name: str | None) -> tuple[torch.
         options["num_classes"] = arch.num_classes
     model = create_model(name, **{k: v for k, v in options.items() if v is not None or k == "global_pos_size"})
     report = load_checkpoint(model, path, strict=True, checkpoint=checkpoint)
-    return model, name, report
+    return model, name, report, arch
 
 
 def _run_folder(path: Path) -> Path | None:
@@ -77,17 +79,19 @@ def _run_folder(path: Path) -> Path | None:
     return run if path.parent.name == "checkpoints" and (run / "run.json").is_file() else None
 
 
-def _results(run: Path | None, extra: list[Path], run_config: dict) -> list[dict]:
-    """Accuracy rows: the run's own validation, then every eval.py results.json given (files or
-    folders searched two levels down)."""
+def _results(path: Path, run: Path | None, extra: list[Path], run_config: dict, ema: bool) -> list[dict]:
+    """Accuracy rows of this checkpoint: the run's last validation (when ``path`` is the run's
+    ``last.ckpt``: the weights it scored; ``val_ema/`` for the EMA), then every eval.py results.json
+    given (files, or folders searched two levels down) that evaluated this very file."""
     rows = []
-    if run is not None and (run / "results.json").is_file():
+    if run is not None and path.name == "last.ckpt" and (run / "results.json").is_file():
         metrics = json.loads((run / "results.json").read_text()).get("metrics", {})
-        data = run_config.get("data", {})
-        if "val/acc1" in metrics:
-            rows.append({"where": "the run's validation", "data": data.get("name"), "img_size": data.get("img_size"),
-                         "num_frames": data.get("num_frames"), "top1": 100 * metrics["val/acc1"],
-                         "top5": 100 * metrics["val/acc5"] if "val/acc5" in metrics else None})
+        data, stage = run_config.get("data", {}), "val_ema" if ema else "val"
+        if f"{stage}/acc1" in metrics:
+            rows.append({"where": f"the run's last validation ({stage})", "data": data.get("name"),
+                         "img_size": data.get("img_size"), "num_frames": data.get("num_frames"),
+                         "top1": 100 * metrics[f"{stage}/acc1"],
+                         "top5": 100 * metrics[f"{stage}/acc5"] if f"{stage}/acc5" in metrics else None})
     for source in extra:
         files = [source] if source.is_file() else sorted(source.glob("results.json")) + sorted(source.glob("*/results.json")) \
             + sorted(source.glob("*/*/results.json"))
@@ -95,7 +99,7 @@ def _results(run: Path | None, extra: list[Path], run_config: dict) -> list[dict
             raise ValueError(f"--results {source}: no results.json there (give eval.py's run or sweep folder)")
         for file in files:
             row = json.loads(file.read_text()).get("row")
-            if row:
+            if row and row.get("checkpoint") == str(path.resolve()) and not ema:  # eval.py scored the live weights
                 rows.append({"where": f"eval.py ({file.parent.name})", "data": row.get("data_root"),
                              "img_size": row.get("img_size"), "num_frames": row.get("num_frames"),
                              "top1": row.get("top1"), "top5": row.get("top5")})
@@ -187,14 +191,14 @@ def export(checkpoint: str | Path, out: str | Path, model_name: str | None = Non
     ckpt = read_checkpoint(path)
     if ema:
         ckpt = ema_checkpoint(ckpt, path)
-    model, name, report = _build(path, ckpt, model_name)
+    model, name, report, arch = _build(path, ckpt, model_name)
     run = _run_folder(path)
     run_config = json.loads((run / "run.json").read_text()).get("config", {}) if run else {}
     decay = (ckpt.get("hyper_parameters") or {}).get("ema_decay")
-    config = {"model": name, "options": model_options(model), "classes": read_architecture(path, ckpt).classes,
+    config = {"model": name, "options": model_options(model), "classes": arch.classes,
               "weights": f"EMA of the weights (decay {decay})" if ema else "the weights",
               "source": str(path.resolve()), "source_format": report.format, "abswin_version": __version__}
-    rows = _results(run, [Path(r) for r in results], run_config)
+    rows = _results(path, run, [Path(r) for r in results], run_config, ema)
     card = model_card(name, config, model, run_config, rows, _license(license, run_config))
 
     partial = out.with_name(out.name + ".partial")

@@ -121,7 +121,7 @@ class ShardedDataModule(pl.LightningDataModule):
         self.ratio = tuple(float(r) for r in ratio)
         self.hflip = float(hflip)
         self.randaug = randaug_settings(randaug_num_ops, randaug_magnitude, randaug_mstd, randaug_op_prob,
-                                        randaug_num_bins)
+                                        randaug_num_bins) if mode == "finetune" else None  # MAE: crop and flip
         self.random_erasing = float(random_erasing)
         self.class_index = class_index
         self.seed = seed

@@ -5,8 +5,9 @@ through float grid sampling), and a GPU node has too few cores per GPU for that.
 hand over uint8 crops, and after the batch reaches the device each sample is augmented here.
 
 Each sample (each clip of a video: one draw for all its frames) draws its ops from its own seed,
-``(seed, epoch, data-set index, clip)``, as random erasing does: the same augmentation whatever the
-device, worker or batch composition, so a resumed run stays bit-identical. Samples that drew the
+``(seed, epoch, data-set index, clip)``, as random erasing does: the same ops whatever the device,
+worker or batch composition, so a resumed run stays bit-identical (on another kind of device the
+bilinear geometric ops may round a pixel differently: ``bench/gpu_check.py`` measures it). Samples that drew the
 same op at the same magnitude are transformed together by torchvision's functional op.
 
 The ops are torchvision's ``RandAugment`` ops with their magnitude ranges (:data:`OPS`); what we

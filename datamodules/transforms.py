@@ -68,10 +68,15 @@ def randaug_settings(num_ops: int, magnitude: float, mstd: float | None, op_prob
     """The ``data.randaug_*`` values as :class:`~datamodules.randaugment.RandAugmentSettings`
     (filling with the ``mean`` colour), or None when off (``mstd`` null or ``num_ops`` 0); a
     one-line ValueError naming a value out of range."""
+    try:
+        whole = float(num_ops) == int(num_ops) and int(num_ops) >= 0
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise ValueError(f"data.randaug_num_ops={num_ops} must be a whole number >= 0")
     if mstd is None or int(num_ops) == 0:
         return None
-    checks = [("randaug_num_ops", num_ops, int(num_ops) > 0 and float(num_ops) == int(num_ops), "a whole number >= 0"),
-              ("randaug_num_bins", num_bins, int(num_bins) >= 2, "a whole number >= 2"),
+    checks = [("randaug_num_bins", num_bins, int(num_bins) >= 2, "a whole number >= 2"),
               ("randaug_magnitude", magnitude, 0 <= float(magnitude) <= int(num_bins) - 1,
                f"in [0, randaug_num_bins - 1 = {int(num_bins) - 1}]"),
               ("randaug_mstd", mstd, float(mstd) >= 0, ">= 0, or null for no RandAugment"),

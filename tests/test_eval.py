@@ -177,7 +177,7 @@ def test_an_exported_folder_gives_the_same_logits_and_numbers(finetuned, tmp_pat
     assert row["top1"] == pytest.approx(100 * finetuned["metrics"]["val/acc1"], abs=1e-6)
     card = (out / "README.md").read_text()
     top1_96 = json.loads(next((tmp_path / "e96").glob("eval/**/results.json")).read_text())["row"]["top1"]
-    assert f"| the run's validation | imagefolder | 64 | - | {100 * finetuned['metrics']['val/acc1']:.2f} |" in card
+    assert f"| the run's last validation (val) | imagefolder | 64 | - | {100 * finetuned['metrics']['val/acc1']:.2f} |" in card
     assert f"| 96 | - | {top1_96:.2f} |" in card and "license: other" in card and "Window similarity" in card
 
     again = subprocess.run([PYTHON, "-m", "abswin.export", str(finetuned["ckpt"]), "--out", str(out)], cwd=ROOT,

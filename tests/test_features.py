@@ -85,6 +85,8 @@ def test_video_maps_are_ncthw():
 
 def test_bad_requests_get_one_line_errors():
     m = abswin.create_model("hiera_atto_224").eval()
+    assert m.stage_indices([3, 1, 1, -1]) == [1, 3]  # the maps come in stage order, each once
+    assert abswin.create_model("hiera_atto_224", features_only=True, out_indices=(3, 1)).channels() == [64, 256]
     x = torch.randn(1, 3, 224, 224)
     cases = [(dict(indices=[4]), "stage index 4 out of range: this Hiera has stages 0 to 3"),
              (dict(indices=0), "the last-n stages must be 1 to 4"),
@@ -95,5 +97,7 @@ def test_bad_requests_get_one_line_errors():
             m.forward_intermediates(x, **kwargs)
     with pytest.raises(ValueError, match="img_size=200 is not allowed for this Hiera: it must be a positive multiple of 32"):
         m.forward_intermediates(torch.randn(1, 3, 200, 224))
+    with pytest.raises(ValueError, match="output_fmt='NCHWX': this Hiera gives 'NCHW' or 'NHWC'"):
+        abswin.models.HieraFeatures(abswin.create_model("hiera_atto_224"), output_fmt="NCHWX")
     with pytest.raises(TypeError, match="needs a Hiera classifier"):
         abswin.create_model("mae_hiera_atto_224", features_only=True)

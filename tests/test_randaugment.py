@@ -127,7 +127,7 @@ def test_the_hook_augments_only_finetuning_training_batches(tmp_path):
         assert torch.equal(out.images, normalize(batch.images, 1)) != changed, (mode, mstd, training)
 
 
-@pytest.mark.parametrize("name,value,allowed", [("num_ops", -1, ">= 0"), ("magnitude", 11, "[0, randaug_num_bins"),
+@pytest.mark.parametrize("name,value,allowed", [("num_ops", -1, ">= 0"), ("num_ops", 0.5, "whole number"), ("magnitude", 11, "[0, randaug_num_bins"),
                                                 ("op_prob", 1.5, "[0, 1]"), ("mstd", -0.5, ">= 0"),
                                                 ("num_bins", 1, ">= 2")])
 def test_settings_out_of_range_are_refused_in_one_line(name, value, allowed):

@@ -231,6 +231,7 @@ def test_the_reconstruction_samples_spread_over_the_classes():
     labels = [0] * 10 + [1] * 3 + [2] * 10
     assert spread_over_classes(labels, 8) == [0, 10, 13, 1, 11, 14, 2, 12]
     assert spread_over_classes([], 8) == [] and spread_over_classes([5, 5], 8) == [0, 1]
+    assert spread_over_classes(list(range(1000)), 4) == [0, 250, 500, 750]  # ImageNet: not four fish
 
 
 def test_mae_overfits_one_batch(tmp_path):

@@ -129,7 +129,7 @@ class FinetuneModule(TrainingModule):
         self._num_missing = 0  # this rank's unreadable samples in this eval epoch
         self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
-        for stage in ("val", "test", "val_ema"):
+        for stage in ("val", "test", *(("val_ema",) if ema_decay is not None else ())):
             setattr(self, f"{stage}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
             setattr(self, f"{stage}_acc5", MulticlassAccuracy(num_classes, top_k=k5, average="micro"))
 
@@ -157,17 +157,19 @@ class FinetuneModule(TrainingModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = float(self.hparams.ema_decay)
-        ema = dict(self.ema_model.named_parameters())
-        names = [n for n, _ in self.model.named_parameters()]
-        live = dict(self.model.named_parameters())
-        torch._foreach_lerp_([ema[n] for n in names], [live[n].detach() for n in names], 1.0 - decay)
+        if not hasattr(self, "_ema_pairs"):  # the same tensors every step: paired once
+            ema = dict(self.ema_model.named_parameters())
+            self._ema_pairs = [(ema[n], p) for n, p in self.model.named_parameters()]
+        torch._foreach_lerp_([e for e, _ in self._ema_pairs], [p.detach() for _, p in self._ema_pairs],
+                             1.0 - float(self.hparams.ema_decay))
         for (_, mine), (_, theirs) in zip(self.ema_model.named_buffers(), self.model.named_buffers()):
             mine.copy_(theirs)
 
-    def on_train_start(self) -> None:
-        if self.ema_model is not None:
-            self.ema_model.eval()  # Lightning puts every submodule in train mode: no dropout in the EMA
+    def on_fit_start(self) -> None:
+        if self.ema_model is not None and any(p.dtype != torch.float32 for p in self.ema_model.parameters()):
+            raise ValueError(f"module.ema_decay={self.hparams.ema_decay} needs float32 weights (an update of "
+                             f"{1 - self.hparams.ema_decay:g} is below bf16's resolution): use "
+                             f"trainer.precision=bf16-mixed, not {self.trainer.precision}")
 
     def _eval_step(self, batch: Batch, stage: str):
         """Images or clips: ``batch.images``. Video multi-view: ``batch.views [B, V, ...]``: the

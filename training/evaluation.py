@@ -63,7 +63,8 @@ def classifier_arguments(cfg: DictConfig, arch: Architecture, num_classes_in_dat
     model_name = arch.model_name or published_model or args["model_name"]  # the config's follows data.input
     kwargs = dict(args["model_kwargs"], **arch.model_options())
     kwargs.update(img_size=cfg.data.img_size, num_frames=OmegaConf.select(cfg, "data.num_frames"))
-    args.update(model_name=model_name, model_kwargs=kwargs, num_classes=arch.num_classes)
+    args.update(model_name=model_name, model_kwargs=kwargs, num_classes=arch.num_classes,
+                ema_decay=None)  # the checkpoint's weights are evaluated, nothing else
     return args
 
 

@@ -47,7 +47,7 @@ RESULTS_FILE = "results.json"
 FIXED = ("task", "seed", "data._target_", "data.name", "data.root", "data.img_size", "data.num_frames",
          "data.sampling_rate", "data.batch_size", "data.train_fraction", "data.num_classes", "data.class_index",
          "data.mode", "data.seed", "module.model_name", "model.pos_embed", "model.global_pos_size",
-         "model.window_pos_embed")
+         "model.window_pos_embed", "module.ema_decay")
 # held by the checkpoint's optimizer state (each group's lr, betas, weight decay, layer-decay scale):
 # a change of these does not take effect; every other change does (the run is built from its config)
 FROM_CHECKPOINT = ("module.lr", "module.blr", "module.batch_size", "module.betas", "module.weight_decay",

@@ -34,7 +34,11 @@ class HieraFeatures(nn.Module):
         model.norm = nn.Identity()
         model.head = nn.Identity()
         self.model = model
-        self.output_fmt = "NCTHW" if output_fmt == "NCHW" and len(model.input_size) == 3 else output_fmt
+        video = len(model.input_size) == 3
+        self.output_fmt = {"NCHW": "NCTHW", "NHWC": "NTHWC"}.get(output_fmt, output_fmt) if video else output_fmt
+        allowed = ("NCTHW", "NTHWC") if video else ("NCHW", "NHWC")
+        if self.output_fmt not in allowed:
+            raise ValueError(f"output_fmt={output_fmt!r}: this Hiera gives {' or '.join(map(repr, allowed))}")
         spatial_stride = model.patch_stride[-1]
         self.feature_info = []
         for stage in self.out_indices:

@@ -320,7 +320,8 @@ class Hiera(nn.Module):
 
     def stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
         """timm's stage selection: None = every stage, ``n`` = the last n, a sequence = those
-        stages (negative from the end). One-line ValueError for a stage that does not exist."""
+        stages (negative from the end), in stage order, each once (the order the maps come in).
+        One-line ValueError for a stage that does not exist."""
         n = len(self.stage_ends)
         if indices is None:
             return list(range(n))
@@ -333,7 +334,7 @@ class Hiera(nn.Module):
             if not -n <= int(i) < n:
                 raise ValueError(f"stage index {i} out of range: this Hiera has stages 0 to {n - 1} (or -{n} to -1)")
             chosen.append(int(i) % n)
-        return chosen
+        return sorted(set(chosen))
 
     def forward_intermediates(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                               indices: int | Sequence[int] | None = None, output_fmt: str = "NCHW",
@@ -355,7 +356,8 @@ class Hiera(nn.Module):
         if norm:
             raise ValueError("norm=True is not offered: Hiera has no norm layer per stage")
         if mask is not None and output_fmt != channels_last:
-            raise ValueError(f"with a mask the maps are of the kept mask units only: use output_fmt={channels_last!r}")
+            raise ValueError(f"output_fmt={output_fmt!r} with a mask: the maps are of the kept mask units only, "
+                             f"use output_fmt={channels_last!r}")
         take = self.stage_indices(indices)
         last_block = self.stage_ends[max(take)] if stop_early else None
         tokens = self._tokens_shape(x.shape[2:])

@@ -12,7 +12,7 @@ Under DDP each rank embeds its share of the subsets (no sample twice, none padde
 features are gathered, so every rank computes the same number. Needs labelled splits (image
 folders, the demo sets, Kinetics CSVs): without a validation split it logs one line and stays
 off. Video: the first evaluation view of each video. Turned off with
-``callbacks.knn_monitor.enabled=false``.
+``callbacks.knn_monitor.enabled=false``. The two splits are listed once per run.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class KNNMonitor(pl.Callback):
                  seed: int = 0):
         for name, value in (("every_n_epochs", every_n_epochs), ("train_samples", train_samples),
                             ("val_samples", val_samples), ("k", k), ("batch_size", batch_size)):
-            if isinstance(value, bool) or int(value) < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
                 raise ValueError(f"callbacks.knn_monitor.{name}={value} must be a whole number >= 1")
         if not float(temperature) > 0:
             raise ValueError(f"callbacks.knn_monitor.temperature={temperature} must be > 0")
@@ -62,6 +62,7 @@ class KNNMonitor(pl.Callback):
         self.batch_size, self.seed = int(batch_size), int(seed)
         self._epoch_start = None
         self._warned = False
+        self._sets: dict | None = None  # the two evaluation sets and this rank's indices, built once
 
     def on_train_start(self, trainer, pl_module) -> None:
         """The curve's first point: the features before any training step (not on a resume)."""
@@ -83,8 +84,10 @@ class KNNMonitor(pl.Callback):
     def _measure(self, trainer, pl_module) -> dict[str, float] | None:
         """The k-NN numbers now, or None (and one warning) without labelled train and val splits."""
         datamodule = getattr(trainer, "datamodule", None)
-        sets = {split: datamodule.evaluation_set(split) if hasattr(datamodule, "evaluation_set") else None
-                for split in ("train", "val")}
+        if self._sets is None:  # listing a split (1.28M files on ImageNet) once per run, not per measurement
+            self._sets = {split: datamodule.evaluation_set(split) if hasattr(datamodule, "evaluation_set") else None
+                          for split in ("train", "val")}
+        sets = self._sets
         if sets["train"] is None or sets["val"] is None:
             if not self._warned:
                 log.warning("k-NN monitor off: it needs labelled train and val splits (this data module has %s)",

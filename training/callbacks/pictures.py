@@ -172,12 +172,16 @@ class MAEReconstructionLogger(_EveryNEpochs):
 
 
 def spread_over_classes(labels, n: int) -> list[int]:
-    """Up to ``n`` indices into ``labels``: the first sample of each class, then the second of
-    each, ... (classes in label order), so that a picture shows as many classes as it can."""
+    """Up to ``n`` indices into ``labels``: one sample each of ``n`` classes spaced evenly over the
+    label range (not the first ``n``: ImageNet's neighbouring classes are all fish), and when there
+    are fewer classes than ``n``, the next sample of each class in turn."""
     by_class: dict[int, list[int]] = {}
     for index, label in enumerate(int(x) for x in labels):
         by_class.setdefault(label, []).append(index)
-    queues = [by_class[c] for c in sorted(by_class)]
+    classes = sorted(by_class)
+    if len(classes) > n:
+        classes = [classes[i * len(classes) // n] for i in range(n)]
+    queues = [by_class[c] for c in classes]
     chosen: list[int] = []
     for depth in range(max((len(q) for q in queues), default=0)):
         chosen += [q[depth] for q in queues if depth < len(q)]
