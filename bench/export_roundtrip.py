@@ -37,7 +37,9 @@ def inputs(size: int, n: int) -> tuple[torch.Tensor, str]:
     """``n`` demo validation digits at ``size`` px (normalised), or random inputs without the set."""
     from abswin.analysis.reconstructions import load_image, prepare
 
-    root = Path(os.environ.get("ABSWIN_DEMO_ROOT", "~/.cache/abswin/demo_mnist")).expanduser() / "val"
+    from datamodules.demo import DEMO_ROOT_DEFAULT, DEMO_ROOT_ENV  # where make demo put the digits
+
+    root = Path(os.environ.get(DEMO_ROOT_ENV) or DEMO_ROOT_DEFAULT).expanduser() / "val"
     files = sorted(root.glob("*/*"))[:: max(1, len(list(root.glob("*/*"))) // n)][:n] if root.is_dir() else []
     if files:
         return torch.cat([prepare(load_image(f), (size, size)) for f in files]), f"{len(files)} demo validation digits"
