@@ -1,4 +1,5 @@
-"""Parameter groups for layer-wise lr decay (BEiT / MAE finetuning recipe).
+"""Optimizers' parameter groups for layer-wise lr decay (BEiT / MAE finetuning recipe), and LARS
+(MAE's linear probe).
 
 Layer ids: position and patch embeddings are layer 0, block ``i`` is layer ``i + 1``, and
 everything after the blocks (final norm, head, MAE decoder) is the last layer
@@ -12,6 +13,7 @@ and MAE's mask token and decoder position embedding.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -47,3 +49,48 @@ def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: 
         g["params"].append(p)
         g["names"].append(name)
     return [groups[k] for k in sorted(groups)]
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017), as MAE's linear probe
+    trains its head at batch 16384 (MAE, He et al. 2022, Table 9).
+
+    For a parameter of two or more dimensions (a weight matrix) the step is the gradient plus weight
+    decay, rescaled to ``trust_coefficient * |weight| / |step|`` of the weight's norm; biases and
+    other 1-D parameters take the plain gradient (no decay, no rescaling). Then heavy-ball momentum
+    ``mu = momentum * mu + step`` and ``p -= lr * mu``. Without the rescaling, an lr as large as the
+    linear scaling rule gives at that batch (6.4) would diverge.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float, momentum: float, trust_coefficient: float = 0.001):
+        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum),
+                            ("trust_coefficient", trust_coefficient)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"LARS {name}={value!r} must be a number >= 0")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if p.ndim > 1:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    weight_norm, update_norm = p.norm(), update.norm()
+                    ratio = group["trust_coefficient"] * weight_norm / update_norm
+                    # a zero weight or a zero step: no rescaling (the ratio would be 0 or undefined)
+                    update = update * torch.where((weight_norm > 0) & (update_norm > 0), ratio, 1.0)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffer = state["momentum_buffer"]
+                buffer.mul_(group["momentum"]).add_(update)
+                p.add_(buffer, alpha=-group["lr"])
+        return loss

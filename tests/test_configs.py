@@ -44,6 +44,7 @@ def test_every_config_group_is_covered():
     assert not [e for e in EXPERIMENTS if e.startswith(("in1k_mae", "in1k_ft", "k400_"))]
     assert {p.stem for p in (CONF / "recipe" / "pretrain").glob("*.yaml")} == {"in1k", "k400"}
     assert {p.stem for p in (CONF / "recipe" / "finetune").glob("*.yaml")} == {"in1k", "k400"}
+    assert {p.stem for p in (CONF / "recipe" / "linprobe").glob("*.yaml")} == {"in1k"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -71,10 +72,10 @@ def test_video_data_configs_build(tmp_path):
 
 
 @pytest.mark.parametrize("model", _names("model"))
-@pytest.mark.parametrize("config", ["train", "finetune"])
+@pytest.mark.parametrize("config", ["train", "finetune", "linprobe"])
 def test_every_model_size_instantiates(config, model, tmp_path):
     cfg = _compose(config, [f"model={model}"], tmp_path)
-    kwargs = {"num_classes": 10} if config == "finetune" else {}
+    kwargs = {"num_classes": 10} if config != "train" else {}
     if model == "hiera_atto":  # really built, with its mixup/cutmix
         module = build(cfg.module, **kwargs)
     else:
@@ -108,7 +109,7 @@ def test_every_logger_instantiates(logger, tmp_path, monkeypatch):
         assert build(cfg.logger).save_dir == str(tmp_path)
 
 
-@pytest.mark.parametrize("config", ["train", "finetune"])
+@pytest.mark.parametrize("config", ["train", "finetune", "linprobe"])
 def test_every_callback_instantiates(config, tmp_path):
     cfg = _compose(config, [], tmp_path)
     callbacks = [build(c) for c in cfg.callbacks.values()]
@@ -167,7 +168,9 @@ def _constructor_parameters(target: str) -> dict[str, inspect.Parameter]:
                                               ("train", ["data=k400", "model=hiera_l"]),
                                               ("finetune", ["data=k400", "model=hiera_l"]),
                                               ("finetune", ["data=k400", "model=hiera_h", "data.num_frames=32",
-                                                            "data.img_size=320", "pretrained=x"])],
+                                                            "data.img_size=320", "pretrained=x"]),
+                                              ("linprobe", ["data=demo"]), ("linprobe", ["data=in1k", "model=hiera_l"]),
+                                              ("linprobe", ["data=k400", "model=hiera_l"])],
                          ids=lambda v: v if isinstance(v, str) else "-".join(v))
 def test_the_yaml_is_the_only_home_of_what_it_sets(config, overrides, tmp_path):
     """Every module and data setting the YAML gives is a constructor argument WITHOUT a default: the
@@ -236,7 +239,7 @@ def _recipe_compositions(path: Path) -> tuple[str, list[str], list[str]]:
     """``(config, with_it, without_it)``: the overrides that compose with this recipe file and the
     same with it left out."""
     task, data = path.relative_to(CONF / "recipe").with_suffix("").parts
-    config = "train" if task == "pretrain" else "finetune"
+    config = {"pretrain": "train"}.get(task, task)  # finetune, linprobe: their configs' names
     with_it = [f"data={data}", "model=hiera_l"]
     return config, with_it, [*with_it, f"~recipe/{task}@_global_"]
 

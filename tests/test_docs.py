@@ -40,7 +40,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 250
 
 SHELL = {"bash", "sh", "shell", "console"}
-ENTRY_POINTS = {"train.py": "train", "finetune.py": "finetune", "eval.py": "eval"}
+ENTRY_POINTS = {"train.py": "train", "finetune.py": "finetune", "eval.py": "eval", "linprobe.py": "linprobe"}
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 CONTROL = {"&&", "||", ";", "|"}
 # settings a documented command may use before the config that defines them has landed: KEY -> what is
@@ -445,7 +445,8 @@ SETTING = re.compile(r"[+~]?((?:model|data|module|trainer|callbacks|logger|paths
 # the configs a setting named in the prose must exist in (at least one of them)
 CONTEXTS = [("train", []), ("finetune", []), ("eval", ["pretrained=x"]),
             ("train", ["model=hiera_l", "data=k400", "trainer=multinode"]),
-            ("finetune", ["model=hiera_l", "data=k400", "trainer=multinode", "pretrained=x"])]
+            ("finetune", ["model=hiera_l", "data=k400", "trainer=multinode", "pretrained=x"]),
+            ("linprobe", ["pretrained=x"])]
 
 
 def has_key(node, key: str) -> bool:

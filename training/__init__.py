@@ -1,4 +1,4 @@
-"""Lightning training: MAE pretraining and finetuning modules, callbacks, checkpoint IO, W&B.
+"""Lightning training: MAE pretraining, finetuning and linear-probe modules, callbacks, checkpoint IO, W&B.
 
 Modules know models and batches (``(images, labels)``), never files or configs; every number
 is a constructor argument, so Hydra can instantiate them with ``_target_``. What happens around
@@ -11,6 +11,7 @@ from .atomic_save import AtomicCheckpointIO
 from .ddp import DDPStrategy, DistributedFailure
 from .classifier_module import FinetuneModule
 from .mae_module import MAEPretrainModule
+from .probe_module import LinearProbeModule
 from .schedule import WarmupCosine, build_lr_scheduler, schedule_steps
 from .wandb_logger import (
     configure_wandb_env,
@@ -26,6 +27,7 @@ __all__ = [
     "DDPStrategy",
     "DistributedFailure",
     "FinetuneModule",
+    "LinearProbeModule",
     "MAEPretrainModule",
     "WarmupCosine",
     "build_lr_scheduler",

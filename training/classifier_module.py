@@ -14,7 +14,7 @@ from abswin.batch import Batch
 from abswin.models import create_model
 from .module_base import TrainingModule, resolve_lr
 
-__all__ = ["FinetuneModule", "MixupCutmix", "soft_target_cross_entropy"]
+__all__ = ["ClassifierModule", "FinetuneModule", "MixupCutmix", "soft_target_cross_entropy"]
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -55,121 +55,35 @@ class MixupCutmix:
         return flat.reshape(shape), target
 
 
-class FinetuneModule(TrainingModule):
-    """Finetuning / supervised training. ``self.model`` is the :class:`~abswin.Hiera` classifier.
+class ClassifierModule(TrainingModule):
+    """What every classifier's module shares: the evaluation. ``self.model`` is a
+    :class:`~abswin.Hiera` classifier; subclasses train it (:class:`FinetuneModule`: all of it;
+    :class:`~training.probe_module.LinearProbeModule`: its head on a frozen encoder) and call
+    :meth:`_add_metrics`. Evaluation is the same for both: image batches, and the video multi-view
+    protocol, each sample counted once over all ranks."""
 
-    Args:
-        model_name: a classifier of the registry, e.g. ``"hiera_base_224"``.
-        model_kwargs: overrides for :func:`abswin.create_model` (``head_dropout``,
-            ``drop_path_rate``, ``img_size``, ``pos_embed``, ``grad_ckpt``, ...).
-        num_classes: classifier outputs.
-        lr, blr: exactly one; ``lr = blr * batch_size / 256`` for ``blr``.
-        batch_size: the GLOBAL effective batch, for the ``blr`` scaling.
-        weight_decay, layer_decay, betas: AdamW with layer-wise lr decay
-            (:func:`abswin.optim.param_groups_lrd`).
-        warmup_epochs (or ``warmup_steps``), min_lr: per-step warmup + cosine schedule.
-        mixup, cutmix, mixup_switch_prob: batch mixing alphas; off when both are 0, and for
-            batches of one sample.
-        label_smoothing: applied to the (mixed) targets.
-        compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
-        eval_views_per_forward: video evaluation runs the B x V views of a batch through the
-            model this many clips at a time (None: all at once); lowers peak memory at 32x320.
-        ema_decay: None (off), or keep an exponential moving average of the weights, updated after
-            every optimizer step (``ema = decay * ema + (1 - decay) * weights``, buffers copied), as
-            ``self.ema_model``: in the checkpoints beside the live model (exact resume restores it),
-            evaluated beside it (``val_ema/...``), exported with ``python -m abswin.export --ema``.
-
-    Video batches (``[B, C, T, H, W]`` clips) train exactly like images (mixup/cutmix cut the
-    same box in every frame); evaluation takes the multi-view batches of
-    :class:`~datamodules.VideoDataModule` and averages the softmax over each video's views.
-
-    Logs ``train/loss``, ``val/loss`` (plain cross-entropy), ``val/acc1``, ``val/acc5``,
-    ``val/samples`` (images or videos evaluated, all ranks) and ``val/missing`` (images or videos
-    that could not be decoded: not in the accuracy); ``test/...`` likewise. The lr and throughput
-    are the callbacks' (:mod:`training.callbacks`).
-    """
-
-    def __init__(
-        self,
-        model_name: str,
-        model_kwargs: dict,
-        num_classes: int,
-        lr: float | None,
-        blr: float | None,
-        batch_size: int,
-        weight_decay: float,
-        layer_decay: float,
-        betas: list[float],
-        warmup_epochs: float,
-        min_lr: float,
-        mixup: float,
-        cutmix: float,
-        mixup_switch_prob: float,
-        label_smoothing: float,
-        eval_views_per_forward: int | None,
-        ema_decay: float | None,
-        warmup_steps: int | None = None,
-        compile: bool = False,
-    ):
+    def __init__(self) -> None:
         super().__init__()
-        betas = list(betas)
-        self.save_hyperparameters()
-        self.lr, self._lr_from_blr = resolve_lr(lr, blr, batch_size)
+        self.ema_model: torch.nn.Module | None = None  # FinetuneModule's EMA, evaluated beside the live model
+
+    @staticmethod
+    def _classifier(model_name: str, model_kwargs: dict, num_classes: int) -> torch.nn.Module:
+        """The registry's classifier with ``num_classes`` outputs (``model_kwargs`` may not say otherwise)."""
         kwargs = dict(model_kwargs)
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
             raise ValueError(f"model_kwargs num_classes={kwargs['num_classes']} != num_classes={num_classes}")
-        model = create_model(model_name, **kwargs)
-        self.ema_model = None
-        if ema_decay is not None:
-            if isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0:
-                raise ValueError(f"module.ema_decay={ema_decay} must be in (0, 1), e.g. 0.9999, or null for no EMA")
-            self.ema_model = copy.deepcopy(model).requires_grad_(False).eval()
-        self._set_model(model, compile)
+        return create_model(model_name, **kwargs)
+
+    def _add_metrics(self, num_classes: int, stages: tuple[str, ...]) -> None:
         self._num_evaluated = 0  # this rank's evaluated samples in this eval epoch
         self._num_missing = 0  # this rank's unreadable samples in this eval epoch
-        self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
         k5 = min(5, num_classes)
-        for stage in ("val", "test", *(("val_ema",) if ema_decay is not None else ())):
+        for stage in stages:
             setattr(self, f"{stage}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
             setattr(self, f"{stage}_acc5", MulticlassAccuracy(num_classes, top_k=k5, average="micro"))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
-
-    def training_step(self, batch: Batch, batch_idx: int):
-        if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
-            return self._unreadable_batch(batch_idx)
-        images, labels = batch.images, batch.labels
-        if self.mix.enabled and images.shape[0] > 1:
-            images, target = self.mix(images, labels)
-            loss = soft_target_cross_entropy(self.model(images), target)
-        else:
-            loss = F.cross_entropy(self.model(images).float(), labels,
-                                   label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
-        return loss
-
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        """Lightning's step, then the EMA update (once per optimizer step, after any accumulation)."""
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self.ema_model is not None:
-            self._update_ema()
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if not hasattr(self, "_ema_pairs"):  # the same tensors every step: paired once
-            ema = dict(self.ema_model.named_parameters())
-            self._ema_pairs = [(ema[n], p) for n, p in self.model.named_parameters()]
-        torch._foreach_lerp_([e for e, _ in self._ema_pairs], [p.detach() for _, p in self._ema_pairs],
-                             1.0 - float(self.hparams.ema_decay))
-        for (_, mine), (_, theirs) in zip(self.ema_model.named_buffers(), self.model.named_buffers()):
-            mine.copy_(theirs)
-
-    def on_fit_start(self) -> None:
-        if self.ema_model is not None and any(p.dtype != torch.float32 for p in self.ema_model.parameters()):
-            raise ValueError(f"module.ema_decay={self.hparams.ema_decay} needs float32 weights (an update of "
-                             f"{1 - self.hparams.ema_decay:g} is below bf16's resolution): use "
-                             f"trainer.precision=bf16-mixed, not {self.trainer.precision}")
 
     def _eval_step(self, batch: Batch, stage: str):
         """Images or clips: ``batch.images``. Video multi-view: ``batch.views [B, V, ...]``: the
@@ -243,3 +157,108 @@ class FinetuneModule(TrainingModule):
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         return self._eval_step(batch, "test")
+
+
+class FinetuneModule(ClassifierModule):
+    """Finetuning / supervised training. ``self.model`` is the :class:`~abswin.Hiera` classifier.
+
+    Args:
+        model_name: a classifier of the registry, e.g. ``"hiera_base_224"``.
+        model_kwargs: overrides for :func:`abswin.create_model` (``head_dropout``,
+            ``drop_path_rate``, ``img_size``, ``pos_embed``, ``grad_ckpt``, ...).
+        num_classes: classifier outputs.
+        lr, blr: exactly one; ``lr = blr * batch_size / 256`` for ``blr``.
+        batch_size: the GLOBAL effective batch, for the ``blr`` scaling.
+        weight_decay, layer_decay, betas: AdamW with layer-wise lr decay
+            (:func:`abswin.optim.param_groups_lrd`).
+        warmup_epochs (or ``warmup_steps``), min_lr: per-step warmup + cosine schedule.
+        mixup, cutmix, mixup_switch_prob: batch mixing alphas; off when both are 0, and for
+            batches of one sample.
+        label_smoothing: applied to the (mixed) targets.
+        compile: ``torch.compile`` the model (in place; checkpoint keys do not change).
+        eval_views_per_forward: video evaluation runs the B x V views of a batch through the
+            model this many clips at a time (None: all at once); lowers peak memory at 32x320.
+        ema_decay: None (off), or keep an exponential moving average of the weights, updated after
+            every optimizer step (``ema = decay * ema + (1 - decay) * weights``, buffers copied), as
+            ``self.ema_model``: in the checkpoints beside the live model (exact resume restores it),
+            evaluated beside it (``val_ema/...``), exported with ``python -m abswin.export --ema``.
+
+    Video batches (``[B, C, T, H, W]`` clips) train exactly like images (mixup/cutmix cut the
+    same box in every frame); evaluation takes the multi-view batches of
+    :class:`~datamodules.VideoDataModule` and averages the softmax over each video's views.
+
+    Logs ``train/loss``, ``val/loss`` (plain cross-entropy), ``val/acc1``, ``val/acc5``,
+    ``val/samples`` (images or videos evaluated, all ranks) and ``val/missing`` (images or videos
+    that could not be decoded: not in the accuracy); ``test/...`` likewise. The lr and throughput
+    are the callbacks' (:mod:`training.callbacks`).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict,
+        num_classes: int,
+        lr: float | None,
+        blr: float | None,
+        batch_size: int,
+        weight_decay: float,
+        layer_decay: float,
+        betas: list[float],
+        warmup_epochs: float,
+        min_lr: float,
+        mixup: float,
+        cutmix: float,
+        mixup_switch_prob: float,
+        label_smoothing: float,
+        eval_views_per_forward: int | None,
+        ema_decay: float | None,
+        warmup_steps: int | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        betas = list(betas)
+        self.save_hyperparameters()
+        self.lr, self._lr_from_blr = resolve_lr(lr, blr, batch_size)
+        model = self._classifier(model_name, model_kwargs, num_classes)
+        if ema_decay is not None:
+            if isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0:
+                raise ValueError(f"module.ema_decay={ema_decay} must be in (0, 1), e.g. 0.9999, or null for no EMA")
+            self.ema_model = copy.deepcopy(model).requires_grad_(False).eval()
+        self._set_model(model, compile)
+        self.mix = MixupCutmix(mixup, cutmix, mixup_switch_prob, num_classes, label_smoothing)
+        self._add_metrics(num_classes, ("val", "test", *(("val_ema",) if ema_decay is not None else ())))
+
+    def training_step(self, batch: Batch, batch_idx: int):
+        if batch.images.shape[0] == 0:  # every image of this batch was unreadable (skipped by the loader)
+            return self._unreadable_batch(batch_idx)
+        images, labels = batch.images, batch.labels
+        if self.mix.enabled and images.shape[0] > 1:
+            images, target = self.mix(images, labels)
+            loss = soft_target_cross_entropy(self.model(images), target)
+        else:
+            loss = F.cross_entropy(self.model(images).float(), labels,
+                                   label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Lightning's step, then the EMA update (once per optimizer step, after any accumulation)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema_model is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if not hasattr(self, "_ema_pairs"):  # the same tensors every step: paired once
+            ema = dict(self.ema_model.named_parameters())
+            self._ema_pairs = [(ema[n], p) for n, p in self.model.named_parameters()]
+        torch._foreach_lerp_([e for e, _ in self._ema_pairs], [p.detach() for _, p in self._ema_pairs],
+                             1.0 - float(self.hparams.ema_decay))
+        for (_, mine), (_, theirs) in zip(self.ema_model.named_buffers(), self.model.named_buffers()):
+            mine.copy_(theirs)
+
+    def on_fit_start(self) -> None:
+        if self.ema_model is not None and any(p.dtype != torch.float32 for p in self.ema_model.parameters()):
+            raise ValueError(f"module.ema_decay={self.hparams.ema_decay} needs float32 weights (an update of "
+                             f"{1 - self.hparams.ema_decay:g} is below bf16's resolution): use "
+                             f"trainer.precision=bf16-mixed, not {self.trainer.precision}")

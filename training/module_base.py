@@ -48,22 +48,26 @@ class TrainingModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        """AdamW over parameter groups per layer and weight decay (:func:`abswin.optim.param_groups_lrd`),
-        a per-step warmup + cosine schedule. The groups are named for the lr monitor
-        (:class:`~training.callbacks.learning_rate.LearningRateLogger`): ``train/lr/layerNN`` and
-        ``train/lr/layerNN_no_wd`` (layer 0: the embeddings; the last: what follows the blocks)."""
+        """:meth:`build_optimizer`'s optimizer with a per-step warmup + cosine schedule."""
+        hp = self.hparams
+        optimizer = self.build_optimizer()
+        warmup, total = schedule_steps(self.trainer, hp.warmup_epochs, hp.get("warmup_steps"))
+        scheduler = build_lr_scheduler(optimizer, self.lr, hp.min_lr, warmup, total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over parameter groups per layer and weight decay (:func:`abswin.optim.param_groups_lrd`).
+        The groups are named for the lr monitor (:class:`~training.callbacks.learning_rate.LearningRateLogger`):
+        ``train/lr/layerNN`` and ``train/lr/layerNN_no_wd`` (layer 0: the embeddings; the last: what
+        follows the blocks)."""
         hp = self.hparams
         groups = param_groups_lrd(self.model, hp.weight_decay, hp.get("layer_decay", 1.0))
         no_decay = self.model.no_weight_decay()  # abswin.optim's rule: these and every 1-D parameter
         for g in groups:
             decay = g["params"][0].ndim > 1 and g["names"][0] not in no_decay
             g["name"] = f"layer{g['layer_id']:02d}" + ("" if decay else "_no_wd")
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(hp.betas), fused=fused)
-        warmup, total = schedule_steps(self.trainer, hp.warmup_epochs, hp.get("warmup_steps"))
-        scheduler = build_lr_scheduler(optimizer, self.lr, hp.min_lr, warmup, total)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+        return torch.optim.AdamW(groups, lr=self.lr, betas=tuple(hp.betas), fused=self.device.type == "cuda")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if not self._checked_batch:  # the lr premise, once: blr scaling assumes the configured batch

@@ -21,6 +21,7 @@ class Architecture:
     global_pos_size: tuple[int, int] | None  # abs-win global embedding grid (None: window only)
     window_pos_embed: bool
     num_classes: int                         # rows of the classifier head; 0: no head
+    probe_head: bool = False                 # a linear probe's head (BatchNorm before the projection)
     model_name: str | None = None            # ours: the registry model it was trained as
     model_kwargs: dict = field(default_factory=dict)  # ours: the options it was built with
     classes: list[str] | None = None         # ours: the class names, in the head's order
@@ -30,6 +31,8 @@ class Architecture:
         position-embedding mode and shapes; ours also the rest of what it was built with)."""
         options = dict(self.model_kwargs)
         options.update(pos_embed=self.pos_embed, window_pos_embed=self.window_pos_embed)
+        if self.probe_head:
+            options["probe_head"] = True
         if self.pos_embed == "abswin":
             options["global_pos_size"] = list(self.global_pos_size) if self.global_pos_size else None
         return options
@@ -53,6 +56,7 @@ def read_architecture(path: str | Path, checkpoint: dict | None = None) -> Archi
         global_pos_size=tuple(global_embed.shape[-2:]) if global_embed is not None else None,
         window_pos_embed="pos_embed_window" in sd,
         num_classes=int(head.shape[0]) if head is not None else 0,
+        probe_head="head.norm.running_mean" in sd,
         model_name=hparams.get("model_name") or exported.get("model"),
         model_kwargs=dict(hparams.get("model_kwargs") or exported.get("options") or {}),
         classes=recorded_classes(checkpoint),

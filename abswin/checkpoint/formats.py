@@ -214,7 +214,8 @@ def match_model_kind(sd: StateDict, model_sd: StateDict) -> tuple[StateDict, lis
                 sd["norm." + k[len("encoder_norm."):]] = sd.pop(k)
             notes.append("MAE encoder_norm loaded as the classifier's norm")
         drop = [k for k in sd if k.startswith(MAE_ONLY_PREFIXES) and k not in model_sd]
-    drop += [k for k in sd if k.startswith("head.") and k not in model_sd]  # model without a head
+    if not any(k.startswith("head.") for k in model_sd):  # a model without a head: none of the file's
+        drop += [k for k in sd if k.startswith("head.")]  # (a head it lacks a part of is unexpected)
     dropped = list(dict.fromkeys(drop))
     for k in dropped:
         sd.pop(k)

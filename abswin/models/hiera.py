@@ -55,6 +55,8 @@ class Hiera(nn.Module):
             (the training grid). Running at another ``input_size`` resizes it naively on the
             fly: the bug, reproduced on purpose. Defaults to the input grid.
         grad_ckpt: recompute each block in backward (activation checkpointing).
+        probe_head: MAE's linear-probe head (a BatchNorm without affine before the projection,
+            :class:`~abswin.models.layers.Head`); a probe's checkpoint records it and evaluates as built.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Hiera(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         head_dropout: float = 0.0,
+        probe_head: bool = False,
         head_init_scale: float = 0.001,
         norm_eps: float = 1e-6,
         pos_embed: str = "abswin",
@@ -184,7 +187,7 @@ class Hiera(nn.Module):
             embed_dim = dim_out
         self.num_features = embed_dim
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.head = Head(embed_dim, num_classes, dropout=head_dropout)
+        self.head = Head(embed_dim, num_classes, dropout=head_dropout, batchnorm=probe_head, eps=norm_eps)
 
         self._init_weights(head_init_scale)
 

@@ -223,12 +223,18 @@ class Head(nn.Module):
     The official Hiera head applies softmax in eval mode; ours never does, so losses and
     metrics see the same kind of output everywhere. Apply ``.softmax(-1)`` yourself for
     probabilities.
+
+    ``batchnorm=True`` is MAE's linear-probe head: a BatchNorm without affine parameters before the
+    projection (``head.norm``), which standardises each feature of a frozen encoder, so that one
+    lr suits every encoder (MAE, He et al. 2022, A.1).
     """
 
-    def __init__(self, dim: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, dim: int, num_classes: int, dropout: float = 0.0, batchnorm: bool = False,
+                 eps: float = 1e-6):
         super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False, eps=eps) if batchnorm else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.projection = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.dropout(x))
+        return self.projection(self.dropout(self.norm(x)))
