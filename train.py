@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import abswin
+from abswin.pretrained import local_path
 from training.config import build, build_callbacks, build_data, build_trainer, check_config, register_resolvers
 from training.failures import exits_in_one_line, final_metrics, one_line_failures, run_entry_point
 from training.recipe import apply_recipe
@@ -28,7 +29,7 @@ log = logging.getLogger("abswin")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Pretrain or finetune as ``cfg`` says; returns the final metrics (also in results.json)."""
     one_format()
-    weights = check_config(cfg)  # one-line errors before anything starts
+    check_config(cfg)  # one-line errors before anything starts
     config = OmegaConf.to_container(cfg, resolve=True)
     with open_run(Path(cfg.paths.run_dir), cfg.resume, config, getattr(rank_zero_only, "rank", 0)) as run:
         if run.finished:
@@ -38,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule = build_data(cfg)
         module = build(cfg.module, **class_count(cfg, datamodule))
         if run.ckpt_path is None:  # a resumed run already holds its weights
-            load_pretrained(module, cfg, weights)
+            load_pretrained(module, cfg)
         trainer = build_trainer(cfg, build_callbacks(cfg))
         apply_recipe(cfg, trainer)  # accumulation from the global batch; logs the recipe block
         datamodule.trainer = trainer
@@ -62,15 +63,16 @@ def class_count(cfg: DictConfig, datamodule) -> dict:
     return {"num_classes": datamodule.num_classes} if cfg.module.num_classes is None else {}
 
 
-def load_pretrained(module, cfg: DictConfig, weights) -> None:
-    """Start from ``pretrained=``: a file, or a published name (fetched once, checksum verified)."""
+def load_pretrained(module, cfg: DictConfig) -> None:
+    """Start from ``pretrained=``: a file or exported folder, a published name (fetched once, checksum
+    verified) or an exported folder on the hub (``hf-hub:OWNER/NAME``, fetched once)."""
     if not cfg.get("pretrained"):
         return
-    path = str(abswin.fetch_pretrained(weights.name)) if weights is not None else cfg.pretrained
+    path = str(local_path(cfg.pretrained))  # a published name's or a hub folder's copy in the cache; a path as it is
     report = abswin.load_checkpoint(module.model, path)
     if getattr(module, "ema_model", None) is not None:  # the average starts from the loaded weights
         module.ema_model.load_state_dict(module.model.state_dict())
-    log.info("initialised from %s:\n%s", cfg.pretrained if weights is None else f"{weights.name} ({path})", report)
+    log.info("initialised from %s:\n%s", cfg.pretrained if path == cfg.pretrained else f"{cfg.pretrained} ({path})", report)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import create_model
+from .pretrained import HUB_PREFIX, local_path
 
 __all__ = ["CONFIG", "load_exported"]
 
@@ -17,8 +18,9 @@ CONFIG = "config.json"
 
 
 def load_exported(folder: str | Path) -> torch.nn.Module:
-    """The model of an exported folder, its weights loaded (strictly), in eval mode."""
-    folder = Path(folder)
+    """The model of an exported folder, its weights loaded (strictly), in eval mode. ``folder``: a
+    path, or ``hf-hub:OWNER/NAME`` for one on the Hugging Face hub (fetched once into its cache)."""
+    folder = local_path(str(folder)) if str(folder).startswith(HUB_PREFIX) else Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
         name, options = config["model"], config["options"]

@@ -12,6 +12,9 @@ this order:
    is cached;
 3. downloaded, with a progress bar: the official files from Meta's server into (1), timm's into (2).
 
+``pretrained=hf-hub:OWNER/NAME`` (or :func:`fetch_exported`) is a folder that ``python -m abswin.export
+--push-to-hub OWNER/NAME`` published: fetched once into the Hugging Face cache, like timm's files.
+
 ``ABSWIN_WEIGHTS_MIRROR=URL`` downloads every file from ``URL/<file_name>`` into (1) instead (an
 internal server; ``file:///shared/weights`` works too).
 
@@ -46,10 +49,12 @@ from pathlib import Path
 
 from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["PretrainedError", "PretrainedWeights", "fetch_pretrained", "get_pretrained", "list_pretrained", "lookup",
-           "register_pretrained"]
+__all__ = ["HUB_PREFIX", "PretrainedError", "PretrainedWeights", "fetch_exported", "fetch_pretrained", "get_pretrained",
+           "list_pretrained", "local_path", "lookup", "register_pretrained"]
 
 MIRROR_ENV = "ABSWIN_WEIGHTS_MIRROR"
+HUB_PREFIX = "hf-hub:"  # pretrained=hf-hub:OWNER/NAME: a folder of python -m abswin.export on the Hugging Face hub
+EXPORTED_FILES = ("config.json", "model.safetensors", "README.md")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 DOWNLOAD_TIMEOUT_S = 60  # per connect / read, not for the whole file
 _SIZE = re.compile(r"^(?:mae_)?hiera_(atto|tiny|small|base_plus|base|large|huge)_")
@@ -181,10 +186,10 @@ def get_pretrained(name: str) -> PretrainedWeights:
 
 def lookup(value: str) -> PretrainedWeights | None:
     """What ``pretrained=value`` means: the named entry, or None for a file path (an existing file,
-    or a value with a directory or a checkpoint suffix). A value that is neither is taken for a
+    or a value with a directory or a checkpoint suffix) or a folder on the hub (``hf-hub:``). A value that is neither is taken for a
     misspelt name: :class:`PretrainedError` with the close names."""
     value = str(value)
-    if Path(value).exists():
+    if Path(value).exists() or value.startswith(HUB_PREFIX):
         return None
     if value in _REGISTRY:
         return _REGISTRY[value]
@@ -257,6 +262,18 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _hub_reason(error: BaseException) -> str:
+    """Why huggingface_hub could not fetch a file, in a few words: not cached while offline or
+    unreachable (with the cache's place), or the hub's own error."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(error, LocalEntryNotFoundError):
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub is unreachable"
+        return f"{why} and it is not in the Hugging Face cache {constants.HF_HUB_CACHE}"
+    return f"{type(error).__name__}: {_reason(error)}"
+
+
 def _from_hugging_face(weights: PretrainedWeights) -> Path:
     repo_id, _, file_name = weights.url.removeprefix("hf://").rpartition("/")
     by_hand = (f"put {weights.download_url} at {torch_cache_path(weights)}, or fill the Hugging Face cache "
@@ -269,17 +286,44 @@ def _from_hugging_face(weights: PretrainedWeights) -> Path:
     try:
         path = Path(hf_hub_download(repo_id, file_name))
     except Exception as e:  # offline and not cached, unreachable, unknown repo
-        from huggingface_hub import constants
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        if isinstance(e, LocalEntryNotFoundError):
-            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub is unreachable"
-            reason = f"{why} and it is not in the Hugging Face cache {constants.HF_HUB_CACHE}"
-        else:
-            reason = f"{type(e).__name__}: {_reason(e)}"
-        raise PretrainedError(f"cannot fetch {weights.name} from the Hugging Face hub ({reason}): {by_hand}") from None
+        raise PretrainedError(f"cannot fetch {weights.name} from the Hugging Face hub ({_hub_reason(e)}): "
+                              f"{by_hand}") from None
     _verify(weights, path, downloaded=False)
     return path
+
+
+def fetch_exported(repo_id: str) -> Path:
+    """The local copy of an exported folder (``python -m abswin.export --push-to-hub REPO_ID``) on the
+    Hugging Face hub: fetched once into the Hugging Face cache through ``snapshot_download``, read from
+    there afterwards (also offline, ``HF_HUB_OFFLINE=1``). Every file is stored under the SHA-256 the
+    hub reports for it. Failures are one line (:class:`PretrainedError`)."""
+    by_hand = f"download it where the hub is reachable (hf download {repo_id} --local-dir DIR) and pass pretrained=DIR"
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PretrainedError(f"{HUB_PREFIX}{repo_id}: a Hugging Face model repository is {HUB_PREFIX}OWNER/NAME")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise PretrainedError(f"{HUB_PREFIX}{repo_id} needs huggingface_hub (pip install huggingface_hub): "
+                              f"{by_hand}") from None
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=list(EXPORTED_FILES)))
+    except Exception as e:  # offline and not cached, unreachable, unknown or private repository
+        raise PretrainedError(f"cannot fetch {HUB_PREFIX}{repo_id} from the Hugging Face hub ({_hub_reason(e)}): "
+                              f"{by_hand}") from None
+    missing = [name for name in EXPORTED_FILES[:2] if not (folder / name).is_file()]
+    if missing:
+        raise PretrainedError(f"{HUB_PREFIX}{repo_id} has no {' or '.join(missing)}: not a folder of python -m abswin.export")
+    return folder
+
+
+def local_path(value: str) -> Path:
+    """What ``pretrained=value`` names, on this machine: a published name's file (fetched once), an
+    exported folder on the hub (``hf-hub:OWNER/NAME``, fetched once), or the file or folder itself."""
+    value = str(value)
+    if value.startswith(HUB_PREFIX):
+        return fetch_exported(value[len(HUB_PREFIX):])
+    weights = lookup(value)
+    return fetch_pretrained(weights.name) if weights is not None else Path(value)
 
 
 def sha256_of(path: Path) -> str:

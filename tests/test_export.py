@@ -1,5 +1,6 @@
 """python -m abswin.export without a training run: official files, the hub upload (a stand-in for
-the Hub's API: never the network), one-line refusals. The round trip of a finetuned run's
+the Hub's API: never the network) and loading the upload back with pretrained=hf-hub:OWNER/NAME from
+a Hugging Face cache (offline), one-line refusals. The round trip of a finetuned run's
 checkpoint (identical logits, pretrained=DIR in eval.py, the model card's accuracies) is in
 tests/test_eval.py."""
 
@@ -71,3 +72,63 @@ def test_push_uploads_the_whole_folder_to_a_private_repo(official, tmp_path):
     assert push_to_hub(out, "lab/hiera-atto", api=hub) == "https://huggingface.co/lab/hiera-atto"
     assert hub.calls[0] == ("create_repo", "lab/hiera-atto", {"repo_type": "model", "private": True, "exist_ok": True})
     assert hub.calls[1] == ("upload_folder", ["README.md", "config.json", "model.safetensors"], "lab/hiera-atto")
+
+
+class CacheHub(FakeHub):
+    """A stand-in for the Hub whose uploads land where a download of them would: in the Hugging Face
+    cache, as ``snapshot_download`` leaves a repository (blobs named by their SHA-256, a snapshot of
+    links to them, refs/main naming it)."""
+
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = cache
+
+    def upload_folder(self, **kwargs):
+        import hashlib
+        from pathlib import Path
+
+        super().upload_folder(**kwargs)
+        repo = self.cache / f"models--{kwargs['repo_id'].replace('/', '--')}"
+        snapshot = repo / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (repo / "blobs").mkdir()
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+        for f in Path(kwargs["folder_path"]).iterdir():
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            (repo / "blobs" / digest).write_bytes(f.read_bytes())
+            (snapshot / f.name).symlink_to(Path("..", "..", "blobs", digest))
+
+
+@pytest.fixture()
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in tmp_path and the hub offline (never the network)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read once, at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hf" / "hub"
+
+
+def test_a_pushed_folder_loads_back_by_its_hub_name(official, tmp_path, hf_cache):
+    """pretrained=hf-hub:OWNER/NAME (load_exported, eval.py, finetune.py) fetches the pushed folder through
+    huggingface_hub's snapshot_download, here from the cache the upload filled, offline: the same logits."""
+    from abswin.pretrained import PretrainedError, local_path
+
+    model, path = official
+    out = export(path, tmp_path / "c", model_name="hiera_atto_224")
+    push_to_hub(out, "lab/hiera-atto", api=CacheHub(hf_cache))
+    folder = local_path("hf-hub:lab/hiera-atto")
+    assert folder.is_relative_to(hf_cache) and (folder / "config.json").is_file()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(abswin.load_exported("hf-hub:lab/hiera-atto")(x), model(x))
+
+    with pytest.raises(PretrainedError) as e:  # not pushed, the hub offline: one line, what to do
+        local_path("hf-hub:lab/other")
+    assert "\n" not in str(e.value) and "HF_HUB_OFFLINE is set" in str(e.value) and "hf download lab/other" in str(e.value)
+    with pytest.raises(PretrainedError, match="OWNER/NAME"):
+        local_path("hf-hub:no-owner")

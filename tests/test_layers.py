@@ -42,7 +42,7 @@ OURS = {  # which of our own packages and modules each may use (itself always)
     "abswin/pretrained.py": {"abswin.normalization"},
     "abswin/convert.py": {"abswin"},  # a command: the package it converts with
     "abswin/export.py": {"abswin"},  # a command: the package it exports with
-    "abswin/exported.py": {"abswin.checkpoint", "abswin.models"},
+    "abswin/exported.py": {"abswin.checkpoint", "abswin.models", "abswin.pretrained"},
     "abswin/__init__.py": {"abswin.checkpoint", "abswin.exported", "abswin.models", "abswin.pretrained"},
     "datamodules": {"abswin.batch", "abswin.seeding", "abswin.normalization"},
     "training": {"abswin"},  # the library, never the data modules (batches arrive as abswin.batch.Batch)

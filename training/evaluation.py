@@ -34,8 +34,10 @@ COLUMNS = ("checkpoint", "data_root", "img_size", "num_frames", "top1", "top5", 
 
 def local_checkpoint(pretrained: str) -> tuple[Path, str | None]:
     """The file to evaluate and, for a published name, the registry model it builds."""
-    from abswin.pretrained import fetch_pretrained, lookup
+    from abswin.pretrained import HUB_PREFIX, fetch_pretrained, local_path, lookup
 
+    if pretrained.startswith(HUB_PREFIX):
+        return local_path(pretrained), None
     weights = lookup(pretrained)
     if weights is not None:
         return fetch_pretrained(weights.name), weights.model
