@@ -1,13 +1,13 @@
 """`make demo`: MAE-pretrain a small Hiera on the bundled digits once, then finetune it on all of the
 training labels and on a small fraction of them, each time against the same finetuning from random
-initialisation. Prints a table and saves the validation curves (`curves.png`). About 7 minutes on
-2 CPU cores.
+initialisation, and linear-probe its frozen encoder against a probe of random weights. Prints a
+table and saves the validation curves (`curves.png`). About 9 minutes on 2 CPU cores.
 `make demo-video` (`python demo.py --video`): the same on the bundled video clips (`data=video_demo`:
 video Hiera, MAE with mask ratio 0.9, 2x3-view evaluation).
 
-The recipe lives in the experiment configs (`conf/experiment/demo_*.yaml`); every step is an
-ordinary `train.py` / `finetune.py` run with `experiment=...` (see the commands it prints), so the
-demo exercises exactly what users run. Outputs go to `outputs/demo/` (replaced on each call).
+The recipe lives in the experiment configs (`conf/experiment/demo_*.yaml`; the probe's is
+`linprobe.yaml`'s default); every step is an ordinary `train.py` / `finetune.py` / `linprobe.py` run
+(see the commands it prints), so the demo exercises exactly what users run. Outputs go to `outputs/demo/` (replaced on each call).
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 # per demo: the MAE experiment, then (train_fraction, finetuning experiment) rows; a fraction's two
-# runs (from MAE, from scratch) share the experiment, so they get the same budget
+# runs (from MAE, from scratch) share the experiment, so they get the same budget; probe: also
+# linear-probe the MAE encoder and random weights (linprobe.py's default recipe)
 DEMOS = {
     "image": {"mae": "demo_mae", "rows": [(1.0, "demo_ft"), (0.1, "demo_ft_few")], "what": "digits",
-              "output": "demo"},
+              "output": "demo", "probe": True},
     "video": {"mae": "demo_video_mae", "rows": [(1.0, "demo_video_ft"), (0.5, "demo_video_ft_few")],
-              "what": "videos, 2x3 views each", "output": "demo_video"},
+              "what": "videos, 2x3 views each", "output": "demo_video", "probe": False},
 }
+RUN_FOLDERS = {"train.py": "pretrain", "finetune.py": "finetune", "linprobe.py": "linprobe"}  # paths.run_dir
 NOISE_BELOW = 100  # validation samples: with fewer, one sample moves top-1 by over a point; say so
 
 
@@ -40,7 +42,7 @@ def run(script: str, overrides: list[str], env: dict) -> dict:
     print("\n$ " + " ".join(["python", script, *overrides]), flush=True)
     start = time.monotonic()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-    run_dir = Path(env["ABSWIN_OUTPUT_ROOT"]) / ("pretrain" if script == "train.py" else "finetune")
+    run_dir = Path(env["ABSWIN_OUTPUT_ROOT"]) / RUN_FOLDERS[script]
     run_dir = run_dir / next(o.split("=", 1)[1] for o in overrides if o.startswith("run_name="))
     results = json.loads((run_dir / "results.json").read_text())
     results["seconds"] = time.monotonic() - start
@@ -144,6 +146,11 @@ def main() -> None:
         row["mae"] = run("finetune.py", [*ft, f"run_name=ft_{tag}_from_mae", f"pretrained={ckpt}"], env)
         row["scratch"] = run("finetune.py", [*ft, f"run_name=ft_{tag}_from_scratch"], env)
         rows.append(row)
+    if demo["probe"]:  # the frozen encoder: what MAE learned without finetuning it
+        rows.append({"fraction": 1.0, "label": "all labels, linear probe", "experiment": None,
+                     "mae": run("linprobe.py", ["run_name=probe_from_mae", f"pretrained={ckpt}", *common], env),
+                     "scratch": run("linprobe.py", ["run_name=probe_of_random_weights", "require_pretrained=false",
+                                                    *common], env)})
     total = time.monotonic() - start
 
     knn = knn_curve(mae["run_dir"])
@@ -152,7 +159,7 @@ def main() -> None:
              *([f"k-NN top-1 of the encoder during pretraining: "
                 + " -> ".join(f"{t:.1f}% (epoch {e})" for e, t in knn)
                 + f"; {mae['metrics'].get('knn/seconds', float('nan')):.1f} s per measurement"] if knn else []),
-             f"finetuned top-1 on the demo validation {demo['what']} (same budget per row):",
+             f"top-1 on the demo validation {demo['what']}, finetuned or linear-probed (same budget per row):",
              "",
              "| training labels | epochs | from MAE | from scratch | minutes |",
              "|---|---|---|---|---|"]

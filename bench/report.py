@@ -199,7 +199,8 @@ def memory(r: dict) -> str:
 
 @renderer("demo")
 def demo(r: dict) -> str:
-    """README's table of ``make demo``: finetuned top-1 from MAE and from scratch, with the counts."""
+    """README's table of ``make demo``: finetuned (and linear-probed) top-1 from MAE and from scratch,
+    with the counts."""
     def top1(run: dict) -> str:
         n = int(run["val/samples"])
         return f"{percent(run['val/acc1'])} ({round(run['val/acc1'] * n)}/{n})"
@@ -216,9 +217,13 @@ def demo(r: dict) -> str:
         epochs = [e for e, _ in mae["knn"] if e]
         every = epochs[1] - epochs[0] if len(epochs) > 1 else None
         knn += f", measured every {every} epochs ({percent(m['knn/cost'] / every)} of the run)." if every else "."
+    probe = ""
+    if any("linear probe" in row["label"] for row in r["rows"]):
+        probe = (" The linear probe (`linprobe.py`, MAE's protocol) trains only a BatchNorm and linear head on the "
+                 "frozen encoder; its \"from scratch\" is the same probe on the frozen random initialisation.")
     return (md_table(["training labels", "epochs", "from MAE", "from scratch"], rows)
             + f"\n\nMAE pretraining: {mae['epochs']} epochs (`experiment={mae['experiment']}`), final loss "
-              f"{mae['metrics']['train/loss']:.3f}." + knn)
+              f"{mae['metrics']['train/loss']:.3f}." + knn + probe)
 
 
 # ---------------------------------------------------------------------------------- the documents
