@@ -70,8 +70,7 @@ def load_pretrained(module, cfg: DictConfig) -> None:
         return
     path = str(local_path(cfg.pretrained))  # a published name's or a hub folder's copy in the cache; a path as it is
     report = abswin.load_checkpoint(module.model, path)
-    if getattr(module, "ema_model", None) is not None:  # the average starts from the loaded weights
-        module.ema_model.load_state_dict(module.model.state_dict())
+    module.pretrained_loaded()
     log.info("initialised from %s:\n%s", cfg.pretrained if path == cfg.pretrained else f"{cfg.pretrained} ({path})", report)
 
 

@@ -56,8 +56,9 @@ class LARS(torch.optim.Optimizer):
     trains its head at batch 16384 (MAE, He et al. 2022, Table 9).
 
     For a parameter of two or more dimensions (a weight matrix) the step is the gradient plus weight
-    decay, rescaled to ``trust_coefficient * |weight| / |step|`` of the weight's norm; biases and
-    other 1-D parameters take the plain gradient (no decay, no rescaling). Then heavy-ball momentum
+    decay, multiplied by ``trust_coefficient * |weight| / |step|``: its norm becomes
+    ``trust_coefficient * |weight|`` whatever the gradient's scale. Biases and other 1-D parameters
+    take the plain gradient (no decay, no rescaling). Then heavy-ball momentum
     ``mu = momentum * mu + step`` and ``p -= lr * mu``. Without the rescaling, an lr as large as the
     linear scaling rule gives at that batch (6.4) would diverge.
     """

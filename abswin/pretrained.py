@@ -12,8 +12,8 @@ this order:
    is cached;
 3. downloaded, with a progress bar: the official files from Meta's server into (1), timm's into (2).
 
-``pretrained=hf-hub:OWNER/NAME`` (or :func:`fetch_exported`) is a folder that ``python -m abswin.export
---push-to-hub OWNER/NAME`` published: fetched once into the Hugging Face cache, like timm's files.
+``pretrained=hf-hub:OWNER/NAME[@REVISION]`` (or :func:`fetch_exported`) is a folder that ``python -m
+abswin.export --push-to-hub OWNER/NAME`` published, kept in the Hugging Face cache like timm's files.
 
 ``ABSWIN_WEIGHTS_MIRROR=URL`` downloads every file from ``URL/<file_name>`` into (1) instead (an
 internal server; ``file:///shared/weights`` works too).
@@ -292,27 +292,31 @@ def _from_hugging_face(weights: PretrainedWeights) -> Path:
     return path
 
 
-def fetch_exported(repo_id: str) -> Path:
-    """The local copy of an exported folder (``python -m abswin.export --push-to-hub REPO_ID``) on the
-    Hugging Face hub: fetched once into the Hugging Face cache through ``snapshot_download``, read from
-    there afterwards (also offline, ``HF_HUB_OFFLINE=1``). Every file is stored under the SHA-256 the
-    hub reports for it. Failures are one line (:class:`PretrainedError`)."""
+def fetch_exported(name: str) -> Path:
+    """The local copy of an exported folder (``python -m abswin.export --push-to-hub OWNER/NAME``) on the
+    Hugging Face hub, ``name`` = ``OWNER/NAME`` or ``OWNER/NAME@REVISION`` (a commit, branch or tag;
+    default the newest on ``main``). Through ``snapshot_download``: online it asks the hub for the
+    revision's commit and downloads what the cache lacks; offline (``HF_HUB_OFFLINE=1``) it reads the
+    cache. The folder is ``.../snapshots/<commit>``: the commit that was used (logged by the entry
+    points). Failures are one line (:class:`PretrainedError`)."""
+    repo_id, _, revision = name.partition("@")
     by_hand = f"download it where the hub is reachable (hf download {repo_id} --local-dir DIR) and pass pretrained=DIR"
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise PretrainedError(f"{HUB_PREFIX}{repo_id}: a Hugging Face model repository is {HUB_PREFIX}OWNER/NAME")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or "@" in revision:
+        raise PretrainedError(f"{HUB_PREFIX}{name}: a Hugging Face model repository is {HUB_PREFIX}OWNER/NAME "
+                              f"or {HUB_PREFIX}OWNER/NAME@REVISION")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise PretrainedError(f"{HUB_PREFIX}{repo_id} needs huggingface_hub (pip install huggingface_hub): "
                               f"{by_hand}") from None
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=list(EXPORTED_FILES)))
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=list(EXPORTED_FILES)))
     except Exception as e:  # offline and not cached, unreachable, unknown or private repository
-        raise PretrainedError(f"cannot fetch {HUB_PREFIX}{repo_id} from the Hugging Face hub ({_hub_reason(e)}): "
+        raise PretrainedError(f"cannot fetch {HUB_PREFIX}{name} from the Hugging Face hub ({_hub_reason(e)}): "
                               f"{by_hand}") from None
     missing = [name for name in EXPORTED_FILES[:2] if not (folder / name).is_file()]
     if missing:
-        raise PretrainedError(f"{HUB_PREFIX}{repo_id} has no {' or '.join(missing)}: not a folder of python -m abswin.export")
+        raise PretrainedError(f"{HUB_PREFIX}{name} has no {' or '.join(missing)}: not a folder of python -m abswin.export")
     return folder
 
 

@@ -123,6 +123,7 @@ def test_a_pushed_folder_loads_back_by_its_hub_name(official, tmp_path, hf_cache
     push_to_hub(out, "lab/hiera-atto", api=CacheHub(hf_cache))
     folder = local_path("hf-hub:lab/hiera-atto")
     assert folder.is_relative_to(hf_cache) and (folder / "config.json").is_file()
+    assert local_path("hf-hub:lab/hiera-atto@" + "0" * 40) == folder  # a pinned commit
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(abswin.load_exported("hf-hub:lab/hiera-atto")(x), model(x))

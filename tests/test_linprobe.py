@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import abswin
+from abswin.batch import Batch
 from abswin.optim import LARS
 from training import LinearProbeModule
 from training.config import compose_config, config_arguments
@@ -51,7 +52,7 @@ def test_the_default_is_the_cpu_demo():
 
 
 def test_lars_follows_its_rule():
-    """A matrix's step is rescaled to trust x |w| / |g + wd w| of its norm; a bias takes the plain
+    """A matrix's step g + wd w is multiplied by trust x |w| / |g + wd w|; a bias takes the plain
     gradient; both with heavy-ball momentum. Two steps, against the rule computed by hand."""
     torch.manual_seed(0)
     w, b = torch.randn(4, 3, requires_grad=True), torch.randn(4, requires_grad=True)
@@ -90,25 +91,88 @@ def _probe(**changes) -> LinearProbeModule:
     return LinearProbeModule(**args)
 
 
-def test_only_the_head_trains_and_the_encoder_stays_in_eval_mode():
-    """LARS sees the head's linear layer alone; in training mode (what Lightning sets) the encoder
-    is still in eval mode, so drop path never drops, and the head's BatchNorm learns its statistics."""
+def test_only_the_head_trains():
+    """LARS sees the head's linear layer alone, which starts as MAE's (trunc normal 0.01, zero bias)."""
     torch.manual_seed(0)
-    module = _probe(model_kwargs={"img_size": 64, "drop_path_rate": 0.5})
+    module = _probe(model_kwargs={"img_size": 64})
     trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
     assert trainable == ["head.projection.weight", "head.projection.bias"]
     assert [p for g in module.build_optimizer().param_groups for p in g["params"]] == \
         [module.model.head.projection.weight, module.model.head.projection.bias]
     assert module.model.head.projection.bias.abs().sum() == 0 and 0.005 < module.model.head.projection.weight.std() < 0.02
 
+
+def test_in_a_real_fit_the_encoder_stays_in_eval_mode(tmp_path):
+    """Through Lightning's fit, its sanity check and validation: every training step sees the encoder in
+    eval mode (drop path 0.5 never drops: the same features twice) and the head's BatchNorm in training
+    mode; only the head changes."""
+    import lightning.pytorch as pl
+
+    torch.manual_seed(0)
+    module = _probe(model_kwargs={"img_size": 64, "drop_path_rate": 0.5}, warmup_epochs=0)
+    encoder_before = {k: v.clone() for k, v in module.model.state_dict().items() if not k.startswith("head.")}
+    seen = []
+    step = module.training_step
+
+    def checked_step(batch, batch_idx):
+        m = module.model
+        with torch.no_grad():
+            twice = [m.norm(m.forward_features(batch.images).flatten(1, 2).mean(1)) for _ in range(2)]
+        seen.append((m.blocks[0].training, m.head.norm.training, torch.equal(*twice)))
+        return step(batch, batch_idx)
+
+    module.training_step = checked_step
+    batches = [Batch(images=torch.randn(4, 3, 64, 64), labels=torch.tensor([0, 1, 2, 0])) for _ in range(2)]
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert seen == [(False, True, True)] * 4
+    after = module.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in encoder_before.items())
+    assert int(after["head.norm.num_batches_tracked"]) == 4
+
+
+def test_the_head_starts_afresh_from_a_classifier_checkpoint(tmp_path):
+    """pretrained= a finetuned classifier (same classes): its encoder is probed, its head is not kept."""
+    from omegaconf import OmegaConf
+
+    from train import load_pretrained
+
+    classifier = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3)
+    torch.nn.init.constant_(classifier.head.projection.weight, 7.0)
+    torch.save({"model": classifier.state_dict()}, tmp_path / "finetuned.pth")
+    module = _probe(model_kwargs={"img_size": 64})
+    module.model.head.norm.running_mean.fill_(3.0)
+    load_pretrained(module, OmegaConf.create({"pretrained": str(tmp_path / "finetuned.pth")}))
+    head = module.model.head
+    assert torch.equal(module.model.blocks[0].attn.qkv.weight, classifier.blocks[0].attn.qkv.weight)
+    assert head.projection.weight.abs().max() < 0.05 and head.projection.bias.abs().sum() == 0
+    assert head.norm.running_mean.abs().sum() == 0
+
+
+def test_a_probes_plain_state_dict_is_ours_not_timms(tmp_path):
+    """A probe's head.norm holds BatchNorm statistics; timm's head.norm is a LayerNorm: a plain state dict
+    of a probe is read as ours, its probe head recognised, and loads strictly."""
+    from abswin.checkpoint import read_architecture
+
+    torch.manual_seed(0)
+    model = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3, probe_head=True)
+    model.head.norm.running_mean.normal_()
+    torch.save(model.state_dict(), tmp_path / "probe.pth")
+    arch = read_architecture(tmp_path / "probe.pth")
+    assert arch.probe_head and arch.num_classes == 3
+    again = abswin.create_model("hiera_atto_224", img_size=64, num_classes=3, probe_head=True)
+    report = abswin.load_checkpoint(again, tmp_path / "probe.pth", strict=True)
+    assert report.format == "abswin" and torch.equal(again.head.norm.running_mean, model.head.norm.running_mean)
+
+
+def test_a_batch_of_one_is_skipped():
+    """The head's BatchNorm cannot train on one sample (the others of the batch were unreadable)."""
+    module = _probe(model_kwargs={"img_size": 64})
     module.train()
-    assert module.model.head.norm.training and not module.model.blocks[0].training
-    x = torch.randn(4, 3, 64, 64)
-    features = torch.stack([module.model.norm(module.model.forward_features(x).flatten(1, 2).mean(1)) for _ in range(2)])
-    assert torch.equal(features[0], features[1])  # no drop path: the same features twice
-    before = module.model.head.norm.running_mean.clone()
-    module(x)
-    assert not torch.equal(module.model.head.norm.running_mean, before)
+    assert module.training_step(Batch(images=torch.randn(1, 3, 64, 64), labels=torch.tensor([0])), 0) is None
 
 
 def test_a_probe_needs_pretrained_weights(tmp_path):

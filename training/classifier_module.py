@@ -241,6 +241,10 @@ class FinetuneModule(ClassifierModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=images.shape[0])
         return loss
 
+    def pretrained_loaded(self) -> None:
+        if self.ema_model is not None:  # the average starts from the loaded weights
+            self.ema_model.load_state_dict(self.model.state_dict())
+
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Lightning's step, then the EMA update (once per optimizer step, after any accumulation)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

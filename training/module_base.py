@@ -81,11 +81,15 @@ class TrainingModule(pl.LightningModule):
                 )
 
     # ------------------------------------------------------------------ DDP
-    def _unreadable_batch(self, batch_idx: int) -> torch.Tensor | None:
-        """The training step of a batch in which every sample was unreadable. One process skips it
-        (None). Under DDP every rank must still join the gradient all-reduce, or the others wait
-        forever: this rank returns a zero loss over every trainable parameter, i.e. a zero gradient."""
-        log.warning("rank %d: every sample of training batch %d was unreadable", self.global_rank, batch_idx)
+    def pretrained_loaded(self) -> None:
+        """Called once ``pretrained=`` weights are in ``self.model`` (not on a resume): what a module
+        derives from them (the finetuning EMA's start, the probe's fresh head)."""
+
+    def _unreadable_batch(self, batch_idx: int, why: str = "every sample of it was unreadable") -> torch.Tensor | None:
+        """The training step of a batch that cannot be trained on (every sample was unreadable). One
+        process skips it (None). Under DDP every rank must still join the gradient all-reduce, or the others
+        wait forever: this rank returns a zero loss over every trainable parameter, i.e. a zero gradient."""
+        log.warning("rank %d: training batch %d skipped: %s", self.global_rank, batch_idx, why)
         if self._world() == 1:
             return None
         return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0

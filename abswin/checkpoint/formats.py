@@ -89,7 +89,9 @@ def is_lightning(weights: StateDict) -> bool:
 
 
 def looks_like_timm(sd: StateDict) -> bool:
-    if any(k.startswith(("head.fc.", "head.norm.")) for k in sd):
+    """timm's names: ``head.fc`` and its LayerNorm ``head.norm.weight`` (our linear probe's
+    ``head.norm`` is a BatchNorm: only running statistics), or timm's position-embedding names."""
+    if any(k.startswith("head.fc.") for k in sd) or "head.norm.weight" in sd:
         return True
     if "pos_embed_win" in sd or "pos_embed_abs" in sd:
         return True

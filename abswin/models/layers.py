@@ -218,7 +218,7 @@ class HieraBlock(nn.Module):
 
 
 class Head(nn.Module):
-    """Dropout + linear classifier. Returns logits in train *and* eval mode.
+    """Dropout + linear classifier. Returns logits (never probabilities) in train and eval mode.
 
     The official Hiera head applies softmax in eval mode; ours never does, so losses and
     metrics see the same kind of output everywhere. Apply ``.softmax(-1)`` yourself for
@@ -226,7 +226,8 @@ class Head(nn.Module):
 
     ``batchnorm=True`` is MAE's linear-probe head: a BatchNorm without affine parameters before the
     projection (``head.norm``), which standardises each feature of a frozen encoder, so that one
-    lr suits every encoder (MAE, He et al. 2022, A.1).
+    lr suits every encoder (MAE, He et al. 2022, A.1). Like any BatchNorm it normalises with the
+    batch's statistics in train mode and with its running ones in eval mode.
     """
 
     def __init__(self, dim: int, num_classes: int, dropout: float = 0.0, batchnorm: bool = False,
