@@ -30,9 +30,9 @@ XDIST := -n auto --maxprocesses 4 --dist loadgroup
 test: $(STAMP)
 	$(PY) -m pytest $(XDIST) -m "not slow" -q
 
-# everything: what CI runs
+# everything: what CI runs (its log ends with the 25 slowest tests, where CI time goes)
 test-all: $(STAMP)
-	$(PY) -m pytest $(XDIST) -q
+	$(PY) -m pytest $(XDIST) -q --durations=25
 
 demo: $(STAMP)
 	$(PY) demo.py

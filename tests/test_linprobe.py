@@ -222,3 +222,20 @@ def test_probe_of_an_mae_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval" / "results.json").read_text())
     assert evaluated["metrics"]["val/acc1"] == pytest.approx(results["metrics"]["val/acc1"])
+
+
+@pytest.mark.slow
+def test_a_video_probe_runs_with_the_multi_view_evaluation(data_roots, tmp_path):
+    """linprobe.py on clips: the video Hiera's pooled features, the head trained on clips (2 per video:
+    repeated sampling), evaluated with 2 temporal x 1 spatial views per video, each video once."""
+    from launching import data_overrides
+
+    data = [*data_overrides("video", data_roots["video"]), "data.num_temporal_views=2"]
+    r = _run(["linprobe.py", *data, "require_pretrained=false", "trainer.max_epochs=1", "run_name=video_probe"],
+             tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "linprobe" / "video_probe" / "results.json").read_text())
+    assert results["metrics"]["val/samples"] == 4 and results["metrics"]["val/missing"] == 0
+    probe = torch.load(tmp_path / "linprobe" / "video_probe" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)
+    assert probe["hyper_parameters"]["model_name"].endswith("_16x224") and "model.head.norm.running_var" in probe["state_dict"]
