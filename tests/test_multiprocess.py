@@ -55,7 +55,7 @@ def test_sweep_under_lightning_ddp_runs_each_job_once(data_roots, tmp_path):
     overrides = ["-m", *data_overrides("images", data_roots["images"]), "data.img_size=64,96", *COMMON,
                  "trainer.max_epochs=1", "logger=csv"]
     run("lightning", "finetune.py", overrides, output_root=tmp_path, run_name=unique_name("sweep"),
-        timeout=TIMEOUT)
+        timeout=2 * TIMEOUT)  # two jobs, one after the other (a loaded CI box took 48 s to its first step)
     results = sorted(tmp_path.glob("finetune/sweep-*/*/results.json"))
     assert [("data.img_size=64" in r.parent.name, "data.img_size=96" in r.parent.name) for r in results] == [
         (True, False), (False, True)], results
